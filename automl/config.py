@@ -45,7 +45,20 @@ def absolute_path(path: str | os.PathLike) -> Path:
 
 
 def storage_url(url: str) -> str:
-    """``url`` with a relative SQLite path made absolute (so every worker opens the same file) and its folder created."""
+    """The SQLAlchemy URL every component (Optuna, history) opens for the ``storage`` setting.
+
+    A relative SQLite path is made absolute (so every worker opens the same file) and its folder created.
+    SQLAlchemy 2.1 maps a plain ``postgresql://`` to psycopg 3; when only psycopg2 is installed (the
+    ``postgres`` extra) the URL names it explicitly.
+    """
+    import importlib.util
+
+    from sqlalchemy import make_url
+
+    parsed = make_url(url)
+    if (parsed.drivername == "postgresql" and importlib.util.find_spec("psycopg") is None
+            and importlib.util.find_spec("psycopg2") is not None):
+        return parsed.set(drivername="postgresql+psycopg2").render_as_string(hide_password=False)
     prefix = "sqlite:///"
     if url.startswith(prefix) and not url.startswith(prefix + "/") and url != prefix + ":memory:":
         path = absolute_path(url[len(prefix):])
