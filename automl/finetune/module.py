@@ -1,0 +1,298 @@
+"""The LightningModule that fine-tunes one timm backbone, and the hyperparameters that configure it.
+
+One fit = one Optuna trial: :class:`Hparams` (validated), a freezing strategy (:func:`freeze`), timm's
+optimizer with layer-wise LR decay applied by a per-step warmup + cosine schedule
+(:func:`build_optimizer`), label smoothing or mixup/cutmix with the matching soft-target loss, and the
+best-epoch weights kept in memory (:class:`FinetuneModule`). :func:`make_trainer` builds the Lightning
+Trainer the search and the benchmark both use.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+import warnings
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import lightning.pytorch as pl
+import torch
+from timm.data import Mixup
+from timm.loss import SoftTargetCrossEntropy
+from timm.models import group_parameters
+from timm.optim import create_optimizer_v2
+from torch import nn
+
+# Lightning 2.6 builds torch's deprecated LeafSpec on every step; the notice is for Lightning, not for users.
+warnings.filterwarnings("ignore", message=r".*isinstance\(treespec, LeafSpec\)", category=FutureWarning)
+
+OPTIMIZERS = ("adamw", "sgd")
+STRATEGIES = ("full", "partial", "linear_probe")
+
+
+class NonFiniteLossError(FloatingPointError):
+    """The training loss became NaN or infinite (typically a learning rate far too high)."""
+
+
+@dataclass(frozen=True)
+class Hparams:
+    """The hyperparameters of one fine-tuning run (every field is searchable in ``conf/search_space``)."""
+
+    lr: float  # peak learning rate (after warmup), > 0
+    weight_decay: float  # decoupled (adamw) or L2 (sgd) weight decay, >= 0; not applied to biases/norms
+    optimizer: str  # adamw | sgd (momentum 0.9)
+    strategy: str  # full | partial (freeze the earliest `freeze_fraction` of blocks) | linear_probe (head only)
+    freeze_fraction: float  # in [0, 1], used by `partial`
+    layer_decay: float  # in (0, 1]: the LR of block i of L is lr * layer_decay**(L - i); 1 = off
+    label_smoothing: float  # in [0, 1)
+    mixup: float  # mixup alpha >= 0 (0 = off)
+    cutmix: float  # cutmix alpha >= 0 (0 = off)
+    batch_size: int  # >= 1 (>= 2 with mixup/cutmix: pairs are mixed)
+    epochs: int  # >= 1
+    warmup_epochs: float  # >= 0: linear warmup length, then cosine decay to 0 at the last step
+
+    @classmethod
+    def from_mapping(cls, values: Mapping[str, Any], where: str = "hyperparameters") -> Hparams:
+        """Validate ``values`` (every field, nothing else); errors name ``where`` and the field."""
+        names = [f.name for f in dataclasses.fields(cls)]
+        unknown = sorted(set(values) - set(names))
+        if unknown:
+            raise ValueError(f"{where}: unknown hyperparameter(s) {unknown}; known: {names}")
+        missing = [name for name in names if name not in values]
+        if missing:
+            raise ValueError(f"{where}: missing hyperparameter(s) {missing}")
+
+        def number(name: str, low: float, high: float = math.inf, *, low_open: bool = False,
+                   high_open: bool = False, integer: bool = False) -> float | int:
+            value = values[name]
+            ok_type = isinstance(value, int | float) and not isinstance(value, bool)
+            if integer:
+                ok_type = ok_type and float(value).is_integer()
+            in_range = ok_type and (low < value if low_open else low <= value) and (
+                value < high if high_open else value <= high)
+            if not in_range:
+                interval = f"{'(' if low_open else '['}{low}, {high}{')' if high_open else ']'}"
+                raise ValueError(f"{where}: {name}={value!r} must be {'an integer' if integer else 'a number'} "
+                                 f"in {interval}")
+            return int(value) if integer else float(value)
+
+        def choice(name: str, options: Sequence[str]) -> str:
+            if values[name] not in options:
+                raise ValueError(f"{where}: {name}={values[name]!r} must be one of {list(options)}")
+            return str(values[name])
+
+        return cls(
+            lr=number("lr", 0, low_open=True),
+            weight_decay=number("weight_decay", 0),
+            optimizer=choice("optimizer", OPTIMIZERS),
+            strategy=choice("strategy", STRATEGIES),
+            freeze_fraction=number("freeze_fraction", 0, 1),
+            layer_decay=number("layer_decay", 0, 1, low_open=True),
+            label_smoothing=number("label_smoothing", 0, 1, high_open=True),
+            mixup=number("mixup", 0),
+            cutmix=number("cutmix", 0),
+            batch_size=number("batch_size", 1, integer=True),
+            epochs=number("epochs", 1, integer=True),
+            warmup_epochs=number("warmup_epochs", 0),
+        )
+
+    def as_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+
+# ---------------------------------------------------------------------------------------------- freezing
+def classifier_parameter_names(model: nn.Module) -> list[str]:
+    """Names of the parameters of ``model.get_classifier()`` (the head a new task replaces)."""
+    head_ids = {id(p) for p in model.get_classifier().parameters()}
+    return [name for name, p in model.named_parameters() if id(p) in head_ids]
+
+
+def backbone_blocks(model: nn.Module) -> list[list[str]]:
+    """The backbone's parameter names grouped into blocks, input side first, classifier excluded.
+
+    Blocks come from timm's ``group_matcher(coarse=False)`` (the grouping layer-wise LR decay uses);
+    models without one fall back to their top-level children in registration order.
+    """
+    head = set(classifier_parameter_names(model))
+    if hasattr(model, "group_matcher"):
+        grouped = group_parameters(model, model.group_matcher(coarse=False))
+        blocks = [names for _, names in sorted(grouped.items())]
+    else:
+        blocks = [[f"{child}.{name}" for name, _ in module.named_parameters()]
+                  for child, module in model.named_children()]
+    blocks = [[name for name in names if name not in head] for names in blocks]
+    return [names for names in blocks if names]
+
+
+def freeze(model: nn.Module, strategy: str, freeze_fraction: float = 0.5) -> list[str]:
+    """Set ``requires_grad`` for ``strategy`` and return the names of the frozen parameters.
+
+    ``full`` trains everything; ``linear_probe`` only the classifier; ``partial`` freezes the first
+    ``floor(freeze_fraction * B)`` of the B backbone blocks (:func:`backbone_blocks`).
+    """
+    if strategy not in STRATEGIES:
+        raise ValueError(f"strategy={strategy!r} must be one of {list(STRATEGIES)}")
+    if strategy == "full":
+        frozen: set[str] = set()
+    elif strategy == "linear_probe":
+        head = set(classifier_parameter_names(model))
+        frozen = {name for name, _ in model.named_parameters() if name not in head}
+    else:
+        blocks = backbone_blocks(model)
+        frozen = {name for names in blocks[: int(freeze_fraction * len(blocks))] for name in names}
+    for name, param in model.named_parameters():
+        param.requires_grad_(name not in frozen)
+    return [name for name, _ in model.named_parameters() if name in frozen]
+
+
+def _frozen_norms(model: nn.Module) -> list[nn.Module]:
+    """Batch-norm layers whose parameters are all frozen: their running statistics must stay fixed too."""
+    return [module for module in model.modules()
+            if isinstance(module, nn.modules.batchnorm._BatchNorm)
+            and not any(p.requires_grad for p in module.parameters())]
+
+
+# ----------------------------------------------------------------------------------------- optimization
+class WarmupCosine:
+    """LR multiplier at optimizer step ``step`` (0-based): ``scale`` x linear warmup over ``warmup``
+    steps, then cosine decay to 0 at ``total`` steps. ``scale`` carries timm's per-group ``lr_scale``."""
+
+    def __init__(self, scale: float, warmup: int, total: int):
+        self.scale, self.warmup, self.total = scale, warmup, max(total, 1)
+
+    def __call__(self, step: int) -> float:
+        if step < self.warmup:
+            return self.scale * (step + 1) / self.warmup
+        progress = min(1.0, (step - self.warmup) / max(1, self.total - self.warmup))
+        return self.scale * 0.5 * (1.0 + math.cos(math.pi * progress))
+
+
+def build_optimizer(model: nn.Module, hparams: Hparams, total_steps: int,
+                    ) -> tuple[torch.optim.Optimizer, torch.optim.lr_scheduler.LambdaLR]:
+    """timm's optimizer over the trainable parameters, and a per-step schedule applying layer decay.
+
+    ``create_optimizer_v2(layer_decay=...)`` only *records* ``lr_scale`` in each parameter group; timm's
+    own schedulers apply it. Here the LambdaLR multiplies each group's LR by its ``lr_scale``, so
+    group g runs at ``lr * lr_scale[g] * WarmupCosine(step)``.
+    """
+    optimizer = create_optimizer_v2(
+        model, opt=hparams.optimizer, lr=hparams.lr, weight_decay=hparams.weight_decay, momentum=0.9,
+        layer_decay=hparams.layer_decay if hparams.layer_decay < 1.0 else None,
+    )
+    warmup = round(hparams.warmup_epochs * total_steps / hparams.epochs)
+    factors = [WarmupCosine(group.get("lr_scale", 1.0), warmup, total_steps) for group in optimizer.param_groups]
+    return optimizer, torch.optim.lr_scheduler.LambdaLR(optimizer, factors)
+
+
+# ------------------------------------------------------------------------------------------------ module
+class FinetuneModule(pl.LightningModule):
+    """Fine-tunes ``model`` (a timm classifier whose head already has ``num_classes`` outputs).
+
+    Batches are ``(images [B, 3, H, W] float, labels [B] int64)``. Logs ``train_loss`` per step and
+    ``val_acc`` (percent, 0..100) per epoch; keeps the weights of the best validation epoch on the CPU
+    in ``best_state`` (``best_val_acc``, ``best_epoch`` 0-based); ``frozen`` names the frozen parameters.
+    A non-finite training loss raises :class:`NonFiniteLossError`.
+    """
+
+    def __init__(self, model: nn.Module, num_classes: int, hparams: Hparams):
+        super().__init__()
+        self.model = model
+        self.hp = hparams  # not `hparams`: Lightning reserves that name
+        self.frozen = freeze(model, hparams.strategy, hparams.freeze_fraction)
+        self._frozen_norms = _frozen_norms(model)
+        mixing = hparams.mixup > 0 or hparams.cutmix > 0
+        self.mixup = Mixup(mixup_alpha=hparams.mixup, cutmix_alpha=hparams.cutmix,
+                           label_smoothing=hparams.label_smoothing, num_classes=num_classes) if mixing else None
+        self.train_loss = SoftTargetCrossEntropy() if mixing else nn.CrossEntropyLoss(
+            label_smoothing=hparams.label_smoothing)
+        self.best_val_acc = -math.inf
+        self.best_epoch = -1
+        self.best_state: dict[str, torch.Tensor] | None = None
+        self.epochs_validated = 0
+        self._correct = self._seen = None
+
+    def forward(self, images: torch.Tensor) -> torch.Tensor:
+        return self.model(images)
+
+    def train(self, mode: bool = True) -> FinetuneModule:
+        super().train(mode)
+        for norm in self._frozen_norms:  # frozen blocks keep their pretrained batch statistics
+            norm.eval()
+        return self
+
+    def training_step(self, batch: tuple[torch.Tensor, torch.Tensor], batch_idx: int) -> torch.Tensor | None:
+        images, labels = batch
+        if self.mixup is not None:
+            even = len(images) - len(images) % 2  # timm mixes the batch with its flipped self: even sizes only
+            if even == 0:
+                return None
+            images, targets = self.mixup(images[:even], labels[:even])
+        else:
+            targets = labels
+        loss = self.train_loss(self(images), targets)
+        if not torch.isfinite(loss):
+            raise NonFiniteLossError(
+                f"training loss is {loss.item()} at epoch {self.current_epoch}, step {self.global_step} "
+                f"(lr={self.hp.lr:g}, optimizer={self.hp.optimizer}); the learning rate is "
+                "probably too high")
+        self.log("train_loss", loss, prog_bar=True)
+        return loss
+
+    def on_validation_epoch_start(self) -> None:
+        self._correct = torch.zeros((), dtype=torch.long, device=self.device)
+        self._seen = torch.zeros((), dtype=torch.long, device=self.device)
+
+    def validation_step(self, batch: tuple[torch.Tensor, torch.Tensor], batch_idx: int) -> None:
+        images, labels = batch
+        self._correct += (self(images).argmax(dim=1) == labels).sum()
+        self._seen += len(labels)
+
+    def on_validation_epoch_end(self) -> None:
+        accuracy = 100.0 * self._correct.item() / max(1, self._seen.item())
+        self.log("val_acc", accuracy, prog_bar=True)
+        if self.trainer.sanity_checking:
+            return
+        self.epochs_validated += 1
+        if accuracy > self.best_val_acc:
+            self.best_val_acc, self.best_epoch = accuracy, self.current_epoch
+            self.best_state = {key: value.detach().to("cpu", copy=True)
+                               for key, value in self.model.state_dict().items()}
+
+    def configure_optimizers(self) -> dict[str, Any]:
+        optimizer, scheduler = build_optimizer(self.model, self.hp, int(self.trainer.estimated_stepping_batches))
+        return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": "step"}}
+
+
+# ----------------------------------------------------------------------------------------------- trainer
+def precision_for(device: str, precision: str = "auto") -> str:
+    """``auto``: bf16-mixed on a GPU that supports it, else 16-mixed on a GPU, 32-true elsewhere."""
+    if precision != "auto":
+        return precision
+    if device.startswith("cuda"):
+        return "bf16-mixed" if torch.cuda.is_bf16_supported() else "16-mixed"
+    return "32-true"
+
+
+def make_trainer(epochs: int, device: str, *, precision: str = "auto", callbacks: Sequence[pl.Callback] = (),
+                 limit_train_batches: int | float | None = None, progress_bar: bool = True) -> pl.Trainer:
+    """A single-device Trainer for one trial: no logger files, no checkpoints (the module keeps the best
+    weights), no sanity validation; ``device`` is ``cpu``, ``cuda[:i]`` or ``mps``."""
+    accelerator, _, index = device.partition(":")
+    accelerator = {"cuda": "gpu"}.get(accelerator, accelerator)
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message=".*GPU available but not used.*")
+        return pl.Trainer(
+            max_epochs=epochs,
+            accelerator=accelerator,
+            devices=[int(index)] if index else 1,
+            precision=precision_for(device, precision),
+            callbacks=list(callbacks),
+            logger=False,
+            enable_checkpointing=False,
+            enable_model_summary=False,
+            enable_progress_bar=progress_bar,
+            num_sanity_val_steps=0,
+            limit_train_batches=limit_train_batches,
+            log_every_n_steps=1,
+        )

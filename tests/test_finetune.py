@@ -1,0 +1,306 @@
+"""The finetune stage with real tiny fits: builtin digits at 32 px, tiny timm models with random weights
+saved as a local bank, a few batches per epoch. Workers run as real processes for the kill/concurrency tests."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import threading
+import time
+import uuid
+from pathlib import Path
+
+import optuna
+import pytest
+import safetensors.torch
+import timm
+import torch
+import yaml
+from optuna.trial import TrialState
+
+from automl.bank import load_bank
+from automl.config import compose, storage_url
+from automl.finetune import load_outcome, run_finetune
+from automl.finetune.export import ExportError, load_exported, read_config
+from automl.finetune.module import FinetuneModule, Hparams, backbone_blocks, build_optimizer, freeze
+from automl.finetune.search import Budget, OverBudget, SearchSpace, counts, open_storage
+from automl.predict import main as predict_main
+from automl.tasks import load_task
+
+pytestmark = pytest.mark.filterwarnings("ignore:.*isinstance.treespec, LeafSpec:FutureWarning")  # Lightning's
+
+REPO = Path(__file__).resolve().parent.parent
+MODELS = {"effnet_a": ("test_efficientnet", {}), "convnext_a": ("test_convnext", {})}
+
+
+@pytest.fixture(scope="module")
+def env(tmp_path_factory) -> dict[str, Path]:
+    """A 2-model bank (random init, 5-class heads, 32 px input) and a cache with digits materialized."""
+    root = tmp_path_factory.mktemp("finetune")
+    bank = root / "bank"
+    bank.mkdir()
+    models = []
+    for seed, (name, (arch, kwargs)) in enumerate(MODELS.items()):
+        torch.manual_seed(seed)
+        safetensors.torch.save_file(timm.create_model(arch, num_classes=5, **kwargs).state_dict(),
+                                    str(bank / f"{name}.safetensors"))
+        models.append({"name": name, "arch": arch, "weights": f"{name}.safetensors", "num_classes": 5,
+                       "kwargs": kwargs, "source": {"name": "random", "num_images": 0, "num_classes": 5},
+                       "data_config": {"input_size": [3, 32, 32], "mean": [0.5] * 3, "std": [0.25] * 3,
+                                       "interpolation": "bilinear", "crop_pct": 1.0}})
+    (bank / "bank.yaml").write_text(yaml.safe_dump({"name": "tiny", "models": models}))
+    cache = root / "cache"
+    load_task(compose([f"cache_dir={cache}"]).task, cache)  # materialize digits once for every worker
+    return {"bank": bank, "cache": cache}
+
+
+def overrides(env: dict[str, Path], work: Path, n_trials: int, *extra: str) -> list[str]:
+    """A tiny search: 2 epochs of 2 batches of 32 images per trial, on the CPU with one thread (robust when
+    processes share the cores), state under ``work``."""
+    return [
+        f"cache_dir={env['cache']}", f"bank.dir={env['bank']}", "bank.build=null",
+        f"storage=sqlite:///{work}/optuna.db", f"finetune.artifacts_dir={work}/artifacts",
+        f"finetune.n_trials={n_trials}", "finetune.top_k=2", "finetune.max_epochs=2",
+        "finetune.default_hparams.epochs=2", "~search_space.epochs", "finetune.default_hparams.batch_size=32",
+        "~search_space.batch_size", "finetune.limit_train_batches=2", "finetune.progress_bar=false",
+        "finetune.num_workers=0", "finetune.torch_threads=1", "device=cpu", *extra,
+    ]
+
+
+def setup(env: dict[str, Path], args: list[str]):
+    cfg = compose(args)
+    return cfg, load_task(cfg.task, cfg.cache_dir), list(load_bank(cfg.bank, cfg.cache_dir))
+
+
+def load(cfg) -> optuna.Study:
+    url = storage_url(str(cfg.storage))
+    (name,) = optuna.get_all_study_names(url) if cfg.finetune.study is None else (cfg.finetune.study,)
+    return optuna.load_study(study_name=name, storage=url)
+
+
+def hparams(**changes) -> Hparams:
+    values = dict(lr=1e-3, weight_decay=0.05, optimizer="adamw", strategy="full", freeze_fraction=0.5,
+                  layer_decay=1.0, label_smoothing=0.1, mixup=0.0, cutmix=0.0, batch_size=8, epochs=2,
+                  warmup_epochs=1)
+    return Hparams.from_mapping({**values, **changes})
+
+
+# ------------------------------------------------------------------------------------------- training
+@pytest.mark.parametrize("arch, kwargs", [("test_resnet", {}), ("test_convnext", {}),
+                                          ("test_vit", {"img_size": 32, "patch_size": 4})])
+def test_strategies_freeze_what_they_say(arch, kwargs):
+    model = timm.create_model(arch, num_classes=3, **kwargs)
+    names = [name for name, _ in model.named_parameters()]
+    head = {name for name, p in model.named_parameters() if any(p is q for q in model.get_classifier().parameters())}
+
+    assert freeze(model, "full") == []
+    assert all(p.requires_grad for p in model.parameters())
+
+    frozen = freeze(model, "linear_probe")
+    assert set(frozen) == set(names) - head
+    assert {n for n, p in model.named_parameters() if p.requires_grad} == head
+
+    blocks = backbone_blocks(model)
+    frozen = freeze(model, "partial", 0.5)
+    expected = {name for block in blocks[: len(blocks) // 2] for name in block}
+    assert set(frozen) == expected and expected
+    assert blocks[0][0] in frozen and blocks[-1][0] not in frozen and not head & set(frozen)
+
+    module = FinetuneModule(model, 3, hparams(strategy="partial", freeze_fraction=1.0)).train()
+    norms = [m for m in model.modules() if isinstance(m, torch.nn.modules.batchnorm._BatchNorm)]
+    assert all(not m.training for m in norms)  # frozen BN keeps its statistics
+    assert module.model.get_classifier().training
+
+
+def test_layer_decay_scales_the_group_learning_rates():
+    model = timm.create_model("test_convnext", num_classes=3)
+    optimizer, scheduler = build_optimizer(model, hparams(layer_decay=0.5, lr=1e-2), total_steps=10)
+    for _ in range(5):  # past the 5-step warmup: every group at lr * lr_scale * cosine(0)
+        optimizer.step()
+        scheduler.step()
+    scales = [group["lr_scale"] for group in optimizer.param_groups]
+    assert min(scales) < 0.01 and max(scales) == 1.0
+    for group in optimizer.param_groups:
+        assert group["lr"] == pytest.approx(1e-2 * group["lr_scale"])
+    lrs = {round(group["lr"], 12) for group in optimizer.param_groups}
+    assert len(lrs) > 5  # not one shared learning rate
+
+    optimizer, _ = build_optimizer(model, hparams(layer_decay=1.0), total_steps=10)
+    assert len({group["lr"] for group in optimizer.param_groups}) == 1
+
+
+def test_hparams_and_search_space_errors_name_the_field():
+    with pytest.raises(ValueError, match="strategy='half'"):
+        hparams(strategy="half")
+    with pytest.raises(ValueError, match=r"layer_decay=1\.5"):
+        hparams(layer_decay=1.5)
+    with pytest.raises(ValueError, match="unknown hyperparameter"):
+        Hparams.from_mapping({**hparams().as_dict(), "momentum": 0.9})
+    with pytest.raises(ValueError, match=r"search_space\.lr"):
+        SearchSpace({"lr": {"type": "float", "low": 1e-3}}, ["m"])
+    with pytest.raises(ValueError, match=r"search_space\.dropout"):
+        SearchSpace({"dropout": 0.1}, ["m"])
+
+
+# ------------------------------------------------------------------------------------------- budget
+@pytest.mark.filterwarnings("ignore:Heartbeat of storage")  # trials made by hand, outside Study.optimize
+def test_budget_admission_is_exact_when_trials_race(tmp_path):
+    storage = open_storage(f"sqlite:///{tmp_path}/b.db", heartbeat_interval=1, grace_period=5, max_retry=0)
+    study = optuna.create_study(storage=storage)
+    budget = Budget(n_trials=2, deadline=None, poll_s=0.05)
+    done = study.ask()
+    study.tell(done, 1.0)  # 1 counted
+    first, second = study.ask(), study.ask()  # race for the last slot, neither admitted yet
+    result = {}
+    # `first` sees `second` undecided and waits for it; `second` sees the lower-numbered `first` as ahead
+    thread = threading.Thread(target=lambda: result.setdefault("first", budget.admit(study, first) or "ok"))
+    thread.start()
+    time.sleep(0.3)
+    assert thread.is_alive()
+    with pytest.raises(OverBudget):
+        budget.admit(study, second)
+    study.tell(second, state=TrialState.FAIL)
+    thread.join(10)
+    assert result == {"first": "ok"}
+    assert not counts(study.trials[second.number])
+    late = study.ask()
+    with pytest.raises(OverBudget):  # `first` is admitted: a trial started now is over budget
+        budget.admit(study, late)
+    study.tell(late, state=TrialState.FAIL)
+    study.tell(first, 2.0)
+    assert budget.wait_for_slot(study) is False  # 2 counted: this worker stops
+    assert sum(counts(t) for t in study.trials) == 2
+
+
+# ------------------------------------------------------------------------------- search in process
+def test_search_fails_a_nan_trial_exports_best_and_predict_reproduces_it(env, tmp_path, capsys):
+    # Trials 0, 1: the per-model defaults; trial 2: a history warm start with an absurd learning rate.
+    lr_choices = "+search_space.lr={type: categorical, choices: [3.0e-3, 1.0e+9]}"
+    args = overrides(env, tmp_path, 3, "~search_space.lr", lr_choices)
+    cfg, task, bank = setup(env, args)
+    reported = []
+    warm = [{"model": "convnext_a", "lr": 1.0e9, "optimizer": "sgd", "strategy": "full", "mixup": 0.0}]
+    outcome = run_finetune(cfg, task, bank, tmp_path / "run", storage=str(cfg.storage), warm_start=warm,
+                           on_trial_finished=reported.append)
+
+    states = [r.state for r in outcome.trials]
+    assert [r.model for r in outcome.trials] == ["effnet_a", "convnext_a", "convnext_a"]
+    assert states[2] == "FAIL" and "NonFiniteLossError" in outcome.trials[2].fail_reason
+    assert outcome.n_counted == 3 and [r.number for r in reported] == [0, 1, 2]
+    rows = (tmp_path / "run" / "finetune.csv").read_text().splitlines()
+    assert rows[0].split(",")[:4] == ["trial", "model", "state", "lr"] and len(rows) == 4
+    header = rows[0].split(",")
+    assert header[-4:] == ["val_accuracy", "test_accuracy", "epochs", "seconds"] and len(set(header)) == len(header)
+
+    best = outcome.best
+    assert best.state == "COMPLETE" and 0 <= best.test_accuracy <= 100 and best.weights.is_file()
+    config = read_config(outcome.best_dir)
+    assert config["test_accuracy"] == best.test_accuracy and config["classes"] == list(task.classes)
+    assert config["source"]["model"] == best.model and config["task"]["fingerprint"] == task.fingerprint
+
+    out = tmp_path / "pred.csv"
+    assert predict_main([f"model={outcome.best_dir}", f"images={task.root / 'test'}", f"out={out}"]) == 0
+    assert f"accuracy: {best.test_accuracy:.4f}" in capsys.readouterr().out
+    lines = out.read_text().splitlines()
+    assert lines[0] == "path,label,probability" and len(lines) == 1 + len(task.splits["test"])
+
+    # Resume: the budget is spent, nothing is enqueued or run again.
+    again = run_finetune(cfg, task, bank, tmp_path / "run", storage=str(cfg.storage), warm_start=warm)
+    assert [r.number for r in again.trials] == [0, 1, 2] and again.best == best
+    assert len(load(cfg).trials) == 3
+    loaded = load_outcome(cfg, task, bank, tmp_path / "report", storage=str(cfg.storage))
+    assert loaded.trials == outcome.trials and (loaded.best_dir / "model.safetensors").is_file()
+
+
+def test_time_budget_stops_starting_trials(env, tmp_path):
+    args = overrides(env, tmp_path, 1, "finetune.n_trials=null", "finetune.time_budget_min=0.005",
+                     "finetune.warm_start=false")
+    cfg, task, bank = setup(env, args)
+    outcome = run_finetune(cfg, task, bank, tmp_path / "run", storage=str(cfg.storage))
+    assert len(outcome.trials) == 1 and outcome.n_counted == 1  # the first starts at once; then time is up
+
+
+def test_predict_reports_bad_inputs(tmp_path, capsys):
+    assert predict_main([f"model={tmp_path / 'nope'}", f"images={tmp_path}"]) == 2
+    assert "not a folder" in capsys.readouterr().err
+    (tmp_path / "m").mkdir()
+    (tmp_path / "m" / "config.json").write_text("{not json")
+    assert predict_main([f"model={tmp_path / 'm'}", f"images={tmp_path}"]) == 2
+    assert "config.json: not readable JSON" in capsys.readouterr().err
+    (tmp_path / "m" / "config.json").write_text(json.dumps({"format_version": 1}))
+    with pytest.raises(ExportError, match="missing field"):
+        load_exported(tmp_path / "m")
+    assert predict_main(["images=x"]) == 2
+    assert "missing model=" in capsys.readouterr().err
+
+
+# ------------------------------------------------------------------------------------ worker processes
+def start_worker(args: list[str], run_dir: Path, log: Path) -> subprocess.Popen:
+    return subprocess.Popen([sys.executable, "-m", "automl.finetune.search", "--run-dir", str(run_dir), *args],
+                            cwd=REPO, stdout=log.open("w"), stderr=subprocess.STDOUT)
+
+
+def finish(process: subprocess.Popen, log: Path, timeout: float = 150) -> None:
+    assert process.wait(timeout=timeout) == 0, log.read_text()[-4000:]
+
+
+def test_resume_after_sigkill_keeps_finished_trials_and_counts_exactly(env, tmp_path):
+    args = overrides(env, tmp_path, 3, "finetune.heartbeat_interval=1", "finetune.grace_period=3",
+                     "finetune.warm_start=false", "finetune.pruner=none")
+    cfg = compose(args)
+    worker = start_worker(args, tmp_path / "run", tmp_path / "first.log")
+    deadline = time.monotonic() + 120
+    while True:  # kill -9 while trial 1 runs (trial 0 finished)
+        assert worker.poll() is None and time.monotonic() < deadline, (tmp_path / "first.log").read_text()[-3000:]
+        try:
+            trials = load(cfg).trials
+        except (KeyError, ValueError):
+            trials = []
+        if len(trials) >= 2 and trials[0].state.is_finished() and trials[1].state == TrialState.RUNNING:
+            break
+        time.sleep(0.1)
+    worker.send_signal(signal.SIGKILL)
+    worker.wait()
+    first = load(cfg).trials[0]
+
+    finish(start_worker(args, tmp_path / "run", tmp_path / "second.log"), tmp_path / "second.log")
+    trials = load(cfg).trials
+    assert trials[0].state == first.state and trials[0].value == first.value  # kept, not rerun
+    assert trials[1].state == TrialState.FAIL and not counts(trials[1])  # failed by the heartbeat
+    retry = [t for t in trials if t.system_attrs.get("failed_trial") == 1]
+    assert len(retry) == 1 and retry[0].params == trials[1].params and counts(retry[0])
+    assert sum(counts(t) for t in trials) == 3
+
+
+@pytest.mark.parametrize("backend", ["sqlite", "postgresql"])
+def test_two_concurrent_workers_share_an_exact_budget(env, tmp_path, backend):
+    extra = [f"finetune.study=two-workers-{uuid.uuid4().hex[:8]}"]
+    if backend == "postgresql":
+        url = os.environ.get("AUTOML_TEST_POSTGRES_URL")
+        if not url:
+            pytest.skip("AUTOML_TEST_POSTGRES_URL is not set")
+        extra.append(f"storage={url}")
+    args = overrides(env, tmp_path, 4, *extra)
+    cfg = compose(args)
+    workers = [start_worker(args, tmp_path / f"run{i}", tmp_path / f"w{i}.log") for i in range(2)]
+    try:
+        for i, worker in enumerate(workers):
+            finish(worker, tmp_path / f"w{i}.log")
+        trials = load(cfg).trials
+        numbers = [t.number for t in trials]
+        assert len(numbers) == len(set(numbers))
+        assert sum(counts(t) for t in trials) == 4
+        assert all(t.state.is_finished() for t in trials)
+        for i in range(2):  # each worker's csv lists the 4 counted trials (and any budget-check stub is left out)
+            rows = (tmp_path / f"run{i}" / "finetune.csv").read_text().splitlines()[1:]
+            assert len(rows) == 4
+    finally:
+        for worker in workers:
+            if worker.poll() is None:
+                worker.kill()
+        if backend == "postgresql":
+            optuna.delete_study(study_name=cfg.finetune.study, storage=storage_url(str(cfg.storage)))
+
