@@ -1,0 +1,119 @@
+"""Feature-extraction benchmark on the offline demo bank (built on first use).
+
+1. Throughput, for 3 architectures: images/s of the full extraction path (``extract_features`` over N
+   decoded probe images: checkpoint load, the model's own transform, batched forward, source probs)
+   versus the raw ``forward_features`` + ``forward_head(pre_logits=True)`` of an already loaded model over
+   pre-made tensors of the same batch size. Goal: pipeline >= 90% of raw. N = 500 (the probe budget)
+   includes the fixed per-model cost (checkpoint load, first-run kernel setup: ~20 ms, large next to a
+   tiny model's forward); a larger N (the probe images repeated) shows the per-image overhead.
+   Ratios are medians of back-to-back pairs; throughputs medians of the runs.
+2. Cache: ``extract_bank`` over the whole bank with an empty cache (cold) versus a re-run (warm).
+   Goal: warm < 5% of cold.
+
+    python bench/extract.py [--bank-dir DIR] [--repeats 5] [--batch-size 64] [--sizes 500 4000]
+"""
+
+from __future__ import annotations
+
+import argparse
+import functools
+import os
+import statistics
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+import timm
+import torch
+from rich.console import Console
+from rich.table import Table
+
+from automl import bank as bank_module
+from automl.bank import create_model, load_bank, resolve_data_config
+from automl.features import extract_bank, extract_features
+from automl.images import load_image
+from automl.probe import sample_probe
+from automl.tasks import load_task
+
+ARCHS = ("test_resnet", "test_efficientnet", "test_vit")
+
+
+def timed(fn) -> float:
+    start = time.perf_counter()
+    fn()
+    return time.perf_counter() - start
+
+
+def paired_ratio(numerators: list[float], denominators: list[float]) -> float:
+    """Median of run-by-run ratios: robust to load from other processes that drifts between runs."""
+    return statistics.median(a / b for a, b in zip(numerators, denominators, strict=True))
+
+
+def raw_forward(model: torch.nn.Module, batches: list[torch.Tensor]) -> None:
+    with torch.inference_mode():
+        for x in batches:
+            model.forward_head(model.forward_features(x), pre_logits=True)
+
+
+def throughput(bank, images, labels, repeats: int, batch_size: int, table: Table) -> None:
+    for arch, entry in ((arch, next(e for e in bank if e.arch == arch)) for arch in ARCHS):
+        model = create_model(entry).eval()
+        config = resolve_data_config(entry, model)
+        transform = timm.data.create_transform(**config, is_training=False)
+        tensors = torch.stack([transform(image) for image in images])
+        batches = list(tensors.split(batch_size))
+        pipeline = functools.partial(extract_features, entry, images, labels, batch_size=batch_size)
+        raw = functools.partial(raw_forward, model, batches)
+        pipeline(), raw()  # warm-up (allocator, oneDNN kernels)
+        times = {"pipeline": [], "raw": []}
+        for _ in range(repeats):  # interleaved, so load changes hit both alike
+            times["pipeline"].append(timed(pipeline))
+            times["raw"].append(timed(raw))
+        pipe_ips, raw_ips = (len(images) / statistics.median(times[k]) for k in ("pipeline", "raw"))
+        table.add_row(f"{entry.name} ({arch}), N={len(images)}", f"{pipe_ips:,.0f} img/s", f"{raw_ips:,.0f} img/s",
+                      f"{100 * paired_ratio(times['raw'], times['pipeline']):.0f}%", ">= 90%")
+
+
+def cache_speedup(bank, task, probe, repeats: int, batch_size: int, table: Table) -> None:
+    cold, warm = [], []
+    with tempfile.TemporaryDirectory() as scratch:
+        for i in range(repeats):
+            run = functools.partial(extract_bank, bank, task, probe, Path(scratch) / f"run{i}", batch_size=batch_size)
+            for times in (cold, warm):
+                bank_module._file_sha256.cache_clear()  # hash the weight files again, as a fresh process would
+                times.append(timed(run))
+    table.add_row(f"whole bank ({len(bank)} models), warm re-run", f"{statistics.median(warm):.3f} s warm",
+                  f"{statistics.median(cold):.2f} s cold", f"{100 * paired_ratio(warm, cold):.1f}%", "< 5%")
+
+
+def main() -> None:
+    default_bank = Path(os.environ.get("AUTOML_CACHE_DIR", "outputs/cache")) / "banks" / "demo"
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--bank-dir", type=Path, default=default_bank)
+    parser.add_argument("--repeats", type=int, default=5)
+    parser.add_argument("--batch-size", type=int, default=64)
+    parser.add_argument("--sizes", type=int, nargs="+", default=[500, 4000], help="images per throughput run")
+    args = parser.parse_args()
+
+    bank = load_bank({"name": "demo", "dir": str(args.bank_dir), "build": "demo"}, args.bank_dir.parent)
+    with tempfile.TemporaryDirectory() as data_dir:
+        task = load_task({"name": "shapes", "builtin": "shapes"}, data_dir)
+        probe = sample_probe(task.splits["train"].labels, budget=500)
+        images = [load_image(task.splits["train"].paths[i]) for i in probe]
+        labels = np.asarray(task.splits["train"].labels)[probe]
+
+        table = Table(title=f"bench/extract.py: probe of {len(probe)} images (shapes task), batch {args.batch_size}, "
+                            f"median of {args.repeats}, torch threads {torch.get_num_threads()}")
+        for column in ("what", "pipeline / warm", "raw / cold", "ratio", "goal"):
+            table.add_column(column, justify="left" if column == "what" else "right")
+        for size in args.sizes:
+            repeat = -(-size // len(images))
+            throughput(bank, (images * repeat)[:size], np.tile(labels, repeat)[:size], args.repeats,
+                       args.batch_size, table)
+        cache_speedup(bank, task, probe, args.repeats, args.batch_size, table)
+    Console().print(table)
+
+
+if __name__ == "__main__":
+    main()
