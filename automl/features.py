@@ -210,8 +210,8 @@ def extract_bank(
                     features, how = extract_features(entry, images, labels, image_size=task.image_size,
                                                      batch_size=batch_size, device=device), "extracted"
                     _write_cache(path, features)
-                log.info("features: %s %s in %.2fs (%d x %d)", entry.name, how, time.perf_counter() - tick,
-                         *features.features.shape)
+                log.log(logging.INFO if how == "extracted" else logging.DEBUG, "features: %s %s in %.2fs (%d x %d)",
+                        entry.name, how, time.perf_counter() - tick, *features.features.shape)
                 results[entry.name] = features
             except (BankError, FeatureError) as exc:
                 log.error("features: %s failed: %s", entry.name, exc)

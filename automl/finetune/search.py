@@ -29,11 +29,12 @@ two workers that start their last trials at the same moment; the total is made e
 
 ``finetune.time_budget_min`` stops a worker from starting trials after that many minutes.
 
-Every trial keeps its best-epoch weights (``<artifacts_dir>/<study>/trial-<n>.safetensors``) and is
-evaluated once on the test split (reported, never used for selection); pruning (successive halving or
-Hyperband on ``val_acc`` per epoch) moves the budget to the candidates that measure better. At the end
-the best trial by validation accuracy is exported to ``<run_dir>/best`` and ``finetune.csv`` lists the
-study's trials.
+Every trial is one :func:`automl.finetune.fit.fit_once` (the training path the benchmark's oracle also
+uses): it keeps its best-epoch weights (``<artifacts_dir>/<study>/trial-<n>.safetensors``), evaluated
+once on the test split (reported, never used for selection); pruning (successive halving or Hyperband
+on ``val_acc`` per epoch) moves the budget to the candidates that measure better. At the end the best
+trial by validation accuracy is exported to ``<run_dir>/best`` and ``finetune.csv`` lists the study's
+trials.
 
 Scale-out: start ``python -m automl stage=finetune finetune.study=<name> storage=postgresql://...`` (or
 ``python -m automl.finetune.search``) on several machines with a shared ``finetune.artifacts_dir``.
@@ -42,7 +43,6 @@ Scale-out: start ``python -m automl stage=finetune finetune.study=<name> storage
 from __future__ import annotations
 
 import argparse
-import contextlib
 import csv
 import dataclasses
 import hashlib
@@ -53,13 +53,12 @@ import re
 import sys
 import time
 import warnings
-from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import lightning.pytorch as pl
-import numpy as np
 import optuna
 import sqlalchemy.exc
 import torch
@@ -73,12 +72,12 @@ from optuna.distributions import (
 from optuna.trial import FrozenTrial, TrialState
 from optuna_integration import PyTorchLightningPruningCallback
 
-from automl.bank import BankEntry, create_model, resolve_data_config, weights_digest
+from automl.bank import BankEntry, weights_digest
 from automl.config import select_device, storage_url, to_container
 from automl.fileio import atomic_path
-from automl.finetune.data import TaskDataModule
-from automl.finetune.export import EVAL_BATCH_SIZE, export_model, predict_proba, save_weights
-from automl.finetune.module import FinetuneModule, Hparams, make_trainer
+from automl.finetune.export import export_model, save_weights
+from automl.finetune.fit import FitResult, fit_once, quiet_libraries, torch_threads
+from automl.finetune.module import FinetuneModule, Hparams
 from automl.tasks import Task
 
 try:  # optuna >= 4.9 names; older releases call the same callback RetryFailedTrialCallback
@@ -365,6 +364,19 @@ def _pruner(kind: str, max_epochs: int, reduction_factor: int) -> optuna.pruners
 
 
 # ------------------------------------------------------------------------------------------------ search
+class _TrialProgress(pl.Callback):
+    """After every validation epoch, record the epochs trained and the best validation accuracy so far on
+    the trial, so that a pruned or failed trial keeps them (the module's own hook has run by then)."""
+
+    def __init__(self, trial: optuna.Trial):
+        self.trial = trial
+
+    def on_validation_end(self, trainer: pl.Trainer, module: FinetuneModule) -> None:
+        if not trainer.sanity_checking:
+            self.trial.set_user_attr("epochs", module.epochs_validated)
+            self.trial.set_user_attr("val_accuracy", module.best_val_acc)
+
+
 class _Search:
     """One worker's view of the study: the objective and the after-trial callback."""
 
@@ -388,7 +400,7 @@ class _Search:
 
     def objective(self, trial: optuna.Trial) -> float:
         self.budget.admit(trial.study, trial)
-        start, module = time.monotonic(), None
+        start = time.monotonic()
         try:
             params = self.space.suggest(trial)
             values = {**self.defaults, **self.space.fixed, **{k: v for k, v in params.items() if k != MODEL_PARAM}}
@@ -397,16 +409,14 @@ class _Search:
             if hparams.epochs > self.max_epochs:
                 raise ValueError(f"trial {trial.number}: epochs={hparams.epochs} exceeds finetune.max_epochs="
                                  f"{self.max_epochs}")
-            module, datamodule = self._build(self.candidates[params[MODEL_PARAM]], hparams)
-            trainer = make_trainer(
-                hparams.epochs, self.device, precision=self.precision,
-                callbacks=[PyTorchLightningPruningCallback(trial, monitor="val_acc")],
-                limit_train_batches=self.limit_train_batches, progress_bar=self.progress_bar)
-            trainer.fit(module, datamodule=datamodule)
-            if module.best_state is None:
-                raise RuntimeError(f"trial {trial.number}: no validation epoch finished")
-            self._keep_best(trial, module, datamodule)
-            return module.best_val_acc
+            result = fit_once(
+                self.candidates[params[MODEL_PARAM]], self.task, hparams, device=self.device, seed=self.seed,
+                precision=self.precision, num_workers=self.num_workers, augment=self.augment,
+                limit_train_batches=self.limit_train_batches, progress_bar=self.progress_bar,
+                # progress first: a pruned trial keeps the epochs and accuracy it reached
+                callbacks=[_TrialProgress(trial), PyTorchLightningPruningCallback(trial, monitor="val_acc")])
+            self._keep_best(trial, result)
+            return result.val_accuracy
         except optuna.TrialPruned:
             raise
         except Exception as exc:
@@ -417,33 +427,16 @@ class _Search:
             trial.study.enqueue_trial(trial.params)  # run it again on resume, without waiting for staleness
             raise KeyboardInterrupt from exc
         finally:
-            if module is not None:
-                trial.set_user_attr("epochs", module.epochs_validated)
-                if module.best_state is not None:
-                    trial.set_user_attr("val_accuracy", module.best_val_acc)
             trial.set_user_attr("seconds", round(time.monotonic() - start, 3))
 
-    def _build(self, entry: BankEntry, hparams: Hparams) -> tuple[FinetuneModule, TaskDataModule]:
-        pl.seed_everything(self.seed, workers=True, verbose=False)
-        model = create_model(entry, num_classes=self.task.num_classes)
-        data_config = resolve_data_config(entry, model, image_size=self.task.image_size)
-        mixing = hparams.mixup > 0 or hparams.cutmix > 0
-        datamodule = TaskDataModule(self.task, data_config, hparams.batch_size, num_workers=self.num_workers,
-                                    augment=self.augment, drop_last=mixing,
-                                    pin_memory=self.device.startswith("cuda"))
-        return FinetuneModule(model, self.task.num_classes, hparams), datamodule
-
-    def _keep_best(self, trial: optuna.Trial, module: FinetuneModule, datamodule: TaskDataModule) -> None:
-        """Save the best-epoch weights, then measure them once on the test split."""
-        weights = save_weights(module.best_state, self.artifacts / f"trial-{trial.number}.safetensors")
-        model = module.model
-        model.load_state_dict(module.best_state)
-        test = self.task.splits["test"]
-        probs = predict_proba(model, test.paths, datamodule.eval_transform, batch_size=EVAL_BATCH_SIZE,
-                              device=self.device)
-        trial.set_user_attr("test_accuracy", 100.0 * float(np.mean(probs.argmax(axis=1) == test.labels)))
-        trial.set_user_attr("best_epoch", module.best_epoch)
-        trial.set_user_attr(_DATA_CONFIG, datamodule.data_config)
+    def _keep_best(self, trial: optuna.Trial, result: FitResult) -> None:
+        """Save the best-epoch weights and record what the fit measured on the trial."""
+        weights = save_weights(result.best_state, self.artifacts / f"trial-{trial.number}.safetensors")
+        trial.set_user_attr("epochs", result.epochs)
+        trial.set_user_attr("val_accuracy", result.val_accuracy)
+        trial.set_user_attr("test_accuracy", result.test_accuracy)
+        trial.set_user_attr("best_epoch", result.best_epoch)
+        trial.set_user_attr(_DATA_CONFIG, result.data_config)
         trial.set_user_attr(_WEIGHTS, str(weights))
 
     def after_trial(self, study: optuna.Study, trial: FrozenTrial) -> None:
@@ -640,7 +633,7 @@ def run_finetune(cfg: DictConfig, task: Task, candidates: Sequence[BankEntry], r
                      on_trial_finished)
     log.info("study %s in %s: models %s, budget %s trials / %s min", name, _redact(storage),
              [entry.name for entry in candidates], ft["n_trials"], minutes)
-    with _quiet_libraries(), _torch_threads(ft.get("torch_threads")):
+    with quiet_libraries(), torch_threads(ft.get("torch_threads")):
         while budget.wait_for_slot(study):
             study.optimize(search.objective, n_trials=1, catch=(Exception,), callbacks=[search.after_trial],
                            gc_after_trial=True)
@@ -704,37 +697,6 @@ def _export_best(best: TrialResult, trial: FrozenTrial, entry: BankEntry, task: 
 
 def _redact(url: str) -> str:
     return re.sub(r"//([^:/@]+):[^@]*@", r"//\1:***@", url)
-
-
-@contextlib.contextmanager
-def _torch_threads(threads: int | None) -> Iterator[None]:
-    """torch's intra-op threads for the trials (None: leave torch's default, one per core)."""
-    previous = torch.get_num_threads()
-    if threads is not None:
-        torch.set_num_threads(threads)
-    try:
-        yield
-    finally:
-        torch.set_num_threads(previous)
-
-
-class _quiet_libraries:
-    """Per-trial chatter off while searching: Optuna's own trial lines (ours replace them; failures still
-    warn) and Lightning's device banner."""
-
-    _LOGGERS = ("lightning.pytorch.utilities.rank_zero", "lightning.pytorch.accelerators.cuda")
-
-    def __enter__(self) -> None:
-        self._optuna = optuna.logging.get_verbosity()
-        optuna.logging.set_verbosity(optuna.logging.WARNING)
-        self._levels = {name: logging.getLogger(name).level for name in self._LOGGERS}
-        for name in self._LOGGERS:
-            logging.getLogger(name).setLevel(logging.WARNING)
-
-    def __exit__(self, *exc: object) -> None:
-        optuna.logging.set_verbosity(self._optuna)
-        for name, level in self._levels.items():
-            logging.getLogger(name).setLevel(level)
 
 
 # -------------------------------------------------------------------------------------------------- CLI

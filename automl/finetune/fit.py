@@ -1,0 +1,122 @@
+"""One fine-tuning fit of one bank model on one task: the single training path of the finetune stage's
+Optuna trials and of the benchmark's oracle (``automl.bench``).
+
+:func:`fit_once` seeds everything, builds the model with a fresh head and the task's loaders with the
+model's own input pipeline, trains with Lightning (:func:`automl.finetune.module.make_trainer`), keeps
+the best validation epoch's weights and measures them once on the test split with
+:func:`automl.finetune.export.predict_proba` (the evaluation ``automl.predict`` also uses). The caller
+decides what the hyperparameters are (a search's suggestion, the oracle's fixed recipe) and what
+happens to the weights.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import time
+from collections.abc import Iterator, Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import lightning.pytorch as pl
+import numpy as np
+import optuna
+import torch
+
+from automl.bank import BankEntry, create_model, resolve_data_config
+from automl.finetune.data import TaskDataModule
+from automl.finetune.export import EVAL_BATCH_SIZE, predict_proba
+from automl.finetune.module import FinetuneModule, Hparams, make_trainer
+from automl.tasks import Task
+
+
+@dataclass(frozen=True)
+class FitResult:
+    """What one fit measured (accuracies in percent, 0..100)."""
+
+    val_accuracy: float  # the best epoch's validation accuracy (the epoch whose weights are kept)
+    test_accuracy: float  # those weights on the test split, evaluated once
+    best_epoch: int  # 0-based
+    epochs: int  # epochs trained (validated)
+    seconds: float  # wall time: build, fit and test evaluation
+    best_state: dict[str, torch.Tensor]  # the best epoch's state dict, on the CPU
+    data_config: dict[str, Any]  # the model's input pipeline (input_size, mean, std, ...)
+
+
+def fit_once(entry: BankEntry, task: Task, hparams: Hparams, *, device: str = "cpu", seed: int = 0,
+             precision: str = "auto", num_workers: int | str = "auto", augment: Mapping[str, Any] | None = None,
+             limit_train_batches: int | float | None = None, progress_bar: bool = True,
+             callbacks: Sequence[pl.Callback] = ()) -> FitResult:
+    """Fine-tune ``entry`` on ``task`` with ``hparams``; return the best epoch and its test accuracy.
+
+    Args:
+        entry: the bank model; its classifier is replaced by a fresh ``task.num_classes``-way head.
+        task: the task (train for fitting, val to choose the epoch, test to measure it).
+        hparams: the validated recipe (epochs, optimizer, schedule, freezing, regularisation).
+        device: ``cpu``, ``cuda[:i]`` or ``mps`` (already resolved, not ``auto``).
+        seed: seeds Python, numpy, torch and the loader workers before the model is built.
+        precision, limit_train_batches, progress_bar: passed to :func:`make_trainer`.
+        num_workers, augment: passed to :class:`TaskDataModule`.
+        callbacks: extra Lightning callbacks (e.g. Optuna's pruning callback); an exception they raise
+            (``optuna.TrialPruned``) propagates.
+
+    Raises:
+        RuntimeError: no validation epoch finished (nothing to keep).
+    """
+    start = time.monotonic()
+    pl.seed_everything(seed, workers=True, verbose=False)
+    model = create_model(entry, num_classes=task.num_classes)
+    data_config = resolve_data_config(entry, model, image_size=task.image_size)
+    mixing = hparams.mixup > 0 or hparams.cutmix > 0
+    datamodule = TaskDataModule(task, data_config, hparams.batch_size, num_workers=num_workers, augment=augment,
+                                drop_last=mixing,  # mixing pairs up a batch: a last batch of 1 cannot be mixed
+                                pin_memory=device.startswith("cuda"))
+    module = FinetuneModule(model, task.num_classes, hparams)
+    trainer = make_trainer(hparams.epochs, device, precision=precision, callbacks=callbacks,
+                           limit_train_batches=limit_train_batches, progress_bar=progress_bar)
+    trainer.fit(module, datamodule=datamodule)
+    if module.best_state is None:
+        raise RuntimeError(f"{entry.name} on {task.name}: no validation epoch finished")
+    model.load_state_dict(module.best_state)
+    test = task.splits["test"]
+    probs = predict_proba(model, test.paths, datamodule.eval_transform, batch_size=EVAL_BATCH_SIZE, device=device)
+    return FitResult(
+        val_accuracy=float(module.best_val_acc),
+        test_accuracy=100.0 * float(np.mean(probs.argmax(axis=1) == test.labels)),
+        best_epoch=module.best_epoch,
+        epochs=module.epochs_validated,
+        seconds=time.monotonic() - start,
+        best_state=module.best_state,
+        data_config=datamodule.data_config,
+    )
+
+
+@contextlib.contextmanager
+def torch_threads(threads: int | None) -> Iterator[None]:
+    """torch's intra-op threads while fitting (None: leave torch's default, one per core); restored after."""
+    previous = torch.get_num_threads()
+    if threads is not None:
+        torch.set_num_threads(threads)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(previous)
+
+
+class quiet_libraries:
+    """Per-fit chatter off: Optuna's own trial lines (the search logs its own; failures still warn) and
+    Lightning's device banner, printed once per Trainer."""
+
+    _LOGGERS = ("lightning.pytorch.utilities.rank_zero", "lightning.pytorch.accelerators.cuda")
+
+    def __enter__(self) -> None:
+        self._optuna = optuna.logging.get_verbosity()
+        optuna.logging.set_verbosity(optuna.logging.WARNING)
+        self._levels = {name: logging.getLogger(name).level for name in self._LOGGERS}
+        for name in self._LOGGERS:
+            logging.getLogger(name).setLevel(logging.WARNING)
+
+    def __exit__(self, *exc: object) -> None:
+        optuna.logging.set_verbosity(self._optuna)
+        for name, level in self._levels.items():
+            logging.getLogger(name).setLevel(level)

@@ -1,0 +1,179 @@
+"""Rank stage: probe → extract (cached) → transferability scores → predicted fine-tuned accuracy.
+
+``rank_bank`` returns a :class:`Ranking` (best model first, by predicted accuracy) and
+``write_ranking_csv`` writes ``ranking.csv`` with the columns fixed by the architecture note.
+"""
+
+from __future__ import annotations
+
+import csv
+import logging
+import math
+import time
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+from rich.table import Table
+
+from automl import transferability
+from automl.bank import Bank, BankEntry, model_meta_of
+from automl.features import Features, extract_bank
+from automl.fileio import atomic_path
+from automl.predictor import AccuracyPredictor, bank_candidates
+from automl.probe import sample_probe
+from automl.tasks import Task
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class RankedModel:
+    """One bank model on one task: its scores and predicted fine-tuned accuracy (percent)."""
+
+    entry: BankEntry
+    scores: dict[str, float]  # raw scores, NaN where a score does not apply (e.g. leep on a headless model)
+    scores_z: dict[str, float]  # the same, z-scored across the bank on this task (finite ones only)
+    model_meta: dict
+    predicted: float
+    low: float
+    high: float
+
+    @property
+    def name(self) -> str:
+        return self.entry.name
+
+
+@dataclass
+class Ranking:
+    task: Task
+    models: list[RankedModel]  # best first
+    score_names: list[str]
+    calibrated_on: int  # measured transfers the predictor was fitted on (0 = the prior)
+    failed: dict[str, str] = field(default_factory=dict)  # bank entry → why it could not be ranked
+    seconds: dict[str, float] = field(default_factory=dict)  # stage part → wall time
+
+    def top(self, k: int) -> list[RankedModel]:
+        return self.models[:k]
+
+
+def resolve_score_names(requested: Sequence[str] | None) -> list[str]:
+    """``None`` → every available score; otherwise the list, checked against the registry."""
+    names = transferability.available()
+    if requested is None:
+        return names
+    unknown = [name for name in requested if name not in names]
+    if unknown:
+        raise ValueError(f"rank.scores: unknown score(s) {unknown}; available: {', '.join(names)}")
+    return list(requested)
+
+
+def score_features(features: Features, score_names: Sequence[str],
+                   options: Mapping[str, Mapping] | None = None) -> tuple[dict[str, float], dict[str, float]]:
+    """Every requested score of one model's probe features → (scores, seconds per score).
+
+    A score that does not apply to this model (e.g. ``leep`` needs source probabilities, which a
+    headless checkpoint has none of) is NaN; any other error propagates.
+    """
+    options = options or {}
+    # Scores expect labels 0..C-1; a probe that subsampled classes has gaps.
+    labels = np.unique(features.labels, return_inverse=True)[1]
+    scores, seconds = {}, {}
+    for name in score_names:
+        if transferability.needs_probs(name) and features.probs is None:
+            scores[name] = math.nan
+            continue
+        start = time.perf_counter()
+        scores[name] = transferability.score(name, features.features, labels, features.probs,
+                                             **dict(options.get(name) or {}))
+        seconds[name] = time.perf_counter() - start
+    return scores, seconds
+
+
+def rank_bank(task: Task, bank: Bank, *, cache_dir: Path, probe_cfg: Mapping, score_names: Sequence[str],
+              primary: str, score_options: Mapping | None = None, history_records: Sequence = (),
+              device: str = "cpu", batch_size: int = 64) -> Ranking:
+    """Rank every model of ``bank`` on ``task`` by predicted fine-tuned accuracy."""
+    if primary not in score_names:
+        raise ValueError(f"rank.primary={primary!r} is not among the computed scores {list(score_names)}")
+    seconds = {}
+    start = time.perf_counter()
+    probe = sample_probe(task.splits["train"].labels, budget=int(probe_cfg.get("budget", 500)),
+                         min_per_class=int(probe_cfg.get("min_per_class", 2)), seed=int(probe_cfg.get("seed", 0)),
+                         subsample_classes=bool(probe_cfg.get("subsample_classes", True)))
+    extracted = extract_bank(bank, task, probe, cache_dir, device=device, batch_size=batch_size)
+    seconds["extract"] = time.perf_counter() - start
+
+    failed = {name: str(result) for name, result in extracted.items() if isinstance(result, Exception)}
+    for name, reason in failed.items():
+        log.warning("bank model %s could not be ranked: %s", name, reason)
+    usable = {name: result for name, result in extracted.items() if not isinstance(result, Exception)}
+    if not usable:
+        details = "\n  ".join(f"{name}: {reason}" for name, reason in failed.items())
+        raise RuntimeError(f"no model of bank {bank.name!r} could be loaded:\n  {details}")
+
+    start = time.perf_counter()
+    scores, score_seconds = {}, {}
+    for name, features in usable.items():
+        scores[name], score_seconds[name] = score_features(features, score_names, score_options)
+    seconds["score"] = time.perf_counter() - start
+    for score in score_names:
+        times = [s[score] for s in score_seconds.values() if score in s]
+        if times:
+            seconds[f"score:{score}"] = float(np.sum(times))
+
+    entries = {entry.name: entry for entry in bank.entries}
+    candidates = bank_candidates(scores, {name: model_meta_of(entries[name]) for name in usable}, task.meta())
+    predictor = AccuracyPredictor(primary=primary).fit(history_records)
+    prediction = predictor.predict(candidates)
+    models = [
+        RankedModel(entries[c.model_name], c.scores, c.scores_z, c.model_meta,
+                    float(prediction.mean[i]), float(prediction.low[i]), float(prediction.high[i]))
+        for i, c in enumerate(candidates)
+    ]
+    models.sort(key=lambda m: (-m.predicted, -np.nan_to_num(m.scores[primary], nan=-np.inf), m.name))
+    return Ranking(task, models, list(score_names),
+                   calibrated_on=predictor.n_records_ if predictor.is_calibrated else 0, failed=failed,
+                   seconds=seconds)
+
+
+def write_ranking_csv(ranking: Ranking, path: Path) -> Path:
+    """``rank, model, arch, source, <scores...>, predicted_accuracy, predicted_low, predicted_high``."""
+    columns = ["rank", "model", "arch", "source", *ranking.score_names,
+               "predicted_accuracy", "predicted_low", "predicted_high"]
+    with atomic_path(path) as tmp, tmp.open("w", newline="") as handle:
+        writer = csv.writer(handle)
+        writer.writerow(columns)
+        for rank, model in enumerate(ranking.models, start=1):
+            writer.writerow([rank, model.name, model.entry.arch, model.entry.source_name,
+                             *(_fmt(model.scores[s]) for s in ranking.score_names),
+                             _fmt(model.predicted), _fmt(model.low), _fmt(model.high)])
+    return path
+
+
+def read_ranking_csv(path: Path) -> list[str]:
+    """Model names of a ``ranking.csv``, best first."""
+    with Path(path).open(newline="") as handle:
+        rows = sorted(csv.DictReader(handle), key=lambda row: int(row["rank"]))
+    return [row["model"] for row in rows]
+
+
+def ranking_table(ranking: Ranking, show: int = 10, primary: str | None = None) -> Table:
+    """A rich table of the top ``show`` models: predicted accuracy with its interval, the primary score
+    and the linear-probe accuracy (every score is in ranking.csv)."""
+    source = f"calibrated on {ranking.calibrated_on} measured transfers" if ranking.calibrated_on else "prior"
+    table = Table(title=f"Ranking on {ranking.task.name}: {len(ranking.models)} models, predictor: {source}")
+    scores = [name for name in dict.fromkeys([primary, "linear"]) if name in ranking.score_names]
+    for column in ("#", "model", "source", "predicted %", "80% interval", *scores):
+        table.add_column(column, justify="right" if column not in ("model", "source") else "left")
+    for rank, model in enumerate(ranking.top(show), start=1):
+        table.add_row(str(rank), model.name, model.entry.source_name, f"{model.predicted:.1f}",
+                      f"{model.low:.1f}–{model.high:.1f}", *(_fmt(model.scores[s], 2) for s in scores))
+    extract, score = ranking.seconds.get("extract", 0.0), ranking.seconds.get("score", 0.0)
+    table.caption = f"features {extract:.1f} s, scores {score:.1f} s; every score is in ranking.csv"
+    return table
+
+
+def _fmt(value: float, digits: int = 4) -> str:
+    return "" if value is None or not math.isfinite(value) else f"{value:.{digits}f}"
