@@ -17,6 +17,7 @@ import logging
 import math
 import time
 import zlib
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -80,31 +81,43 @@ class _SourceData:
     std: tuple[float, ...]
 
 
-def build_demo_bank(out_dir: str | Path, seed: int = 0) -> Path:
-    """Build (or finish building) the demo bank in ``out_dir``; return the path of its ``bank.yaml``."""
+def build_demo_bank(out_dir: str | Path, seed: int = 0, *, archs: Sequence[str] | None = None,
+                    sources: Sequence[str] | None = None, epochs: int = EPOCHS) -> Path:
+    """Build (or finish building) the demo bank in ``out_dir``; return the path of its ``bank.yaml``.
+
+    ``archs`` (keys of :data:`ARCHS`), ``sources`` (synthetic source datasets) and ``epochs`` default to
+    the full bank; smaller values give a quick bank of the same kind (tests).
+    """
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
-    plan = [(f"{short}_{source}", short, source) for source in synthetic.available("source") for short in ARCHS]
-    sources: dict[str, _SourceData] = {}
+    archs = list(ARCHS) if archs is None else list(archs)
+    sources = synthetic.available("source") if sources is None else list(sources)
+    unknown = [a for a in archs if a not in ARCHS] + [s for s in sources if s not in synthetic.available("source")]
+    if unknown or not archs or not sources or epochs < 1:
+        raise ValueError(f"demo bank: unknown or empty archs/sources {unknown or ''} (archs: {list(ARCHS)}, "
+                         f"sources: {synthetic.available('source')}) or epochs={epochs} < 1")
+    plan = [(f"{short}_{source}", short, source) for source in sources for short in archs]
+    data_by_source: dict[str, _SourceData] = {}
     results: dict[str, dict[str, Any]] = {}
     seconds: dict[str, float] = {}  # training time of the models built in this call
     start = time.perf_counter()
     columns = (TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn())
     with Progress(*columns, transient=False) as progress:
-        bar = progress.add_task("demo bank", total=len(plan) * EPOCHS)
+        bar = progress.add_task("demo bank", total=len(plan) * epochs)
         for name, short, source in plan:
             path = out_dir / f"{name}.safetensors"
-            recipe = _recipe(short, source, seed)
+            recipe = _recipe(short, source, seed, epochs)
             results[name] = _finished(path, recipe)
             if results[name] is not None:
                 log.info("demo bank: %s already built (source accuracy %.1f%%)", name, results[name]["accuracy"])
-                progress.advance(bar, EPOCHS)
+                progress.advance(bar, epochs)
                 continue
-            if source not in sources:
-                sources[source] = _load_source(source, seed)
+            if source not in data_by_source:
+                data_by_source[source] = _load_source(source, seed)
             progress.update(bar, description=f"demo bank: {name}")
-            data, tick = sources[source], time.perf_counter()
-            model, accuracy = _pretrain(short, data, _model_seed(name, seed), on_epoch=lambda: progress.advance(bar))
+            data, tick = data_by_source[source], time.perf_counter()
+            model, accuracy = _pretrain(short, data, _model_seed(name, seed), epochs,
+                                        on_epoch=lambda: progress.advance(bar))
             seconds[name] = time.perf_counter() - tick
             results[name] = {"accuracy": accuracy, "num_images": len(data.y_train), "num_classes": data.num_classes,
                              "mean": data.mean, "std": data.std}
@@ -117,10 +130,10 @@ def build_demo_bank(out_dir: str | Path, seed: int = 0) -> Path:
     return manifest
 
 
-def _recipe(short: str, source: str, seed: int) -> str:
+def _recipe(short: str, source: str, seed: int, epochs: int) -> str:
     """Everything that determines a checkpoint; a stored file with a different recipe is rebuilt."""
     spec = ARCHS[short]
-    return json.dumps({"arch": spec.arch, "kwargs": spec.kwargs, "source": source, "seed": seed, "epochs": EPOCHS,
+    return json.dumps({"arch": spec.arch, "kwargs": spec.kwargs, "source": source, "seed": seed, "epochs": epochs,
                        "batch_size": BATCH_SIZE, "lr": spec.lr, "weight_decay": WEIGHT_DECAY,
                        "label_smoothing": LABEL_SMOOTHING, "pad": PAD, "holdout": HOLDOUT,
                        "timm": timm.__version__}, sort_keys=True)
@@ -171,7 +184,7 @@ def _random_translate(x: torch.Tensor, generator: torch.Generator) -> torch.Tens
     return torch.stack([padded[i, :, a : a + height, b : b + width] for i, (a, b) in enumerate(zip(dy, dx, strict=True))])
 
 
-def _pretrain(short: str, data: _SourceData, seed: int, on_epoch) -> tuple[torch.nn.Module, float]:
+def _pretrain(short: str, data: _SourceData, seed: int, epochs: int, on_epoch) -> tuple[torch.nn.Module, float]:
     """AdamW + one-cycle cosine schedule on the source; returns the model and its held-out accuracy (%)."""
     spec = ARCHS[short]
     torch.manual_seed(seed)
@@ -179,10 +192,10 @@ def _pretrain(short: str, data: _SourceData, seed: int, on_epoch) -> tuple[torch
     model = timm.create_model(spec.arch, num_classes=data.num_classes, **spec.kwargs)
     optimizer = torch.optim.AdamW(model.parameters(), lr=spec.lr, weight_decay=WEIGHT_DECAY)
     steps_per_epoch = math.ceil(len(data.y_train) / BATCH_SIZE)
-    schedule = torch.optim.lr_scheduler.OneCycleLR(optimizer, max_lr=spec.lr, total_steps=EPOCHS * steps_per_epoch,
+    schedule = torch.optim.lr_scheduler.OneCycleLR(optimizer, max_lr=spec.lr, total_steps=epochs * steps_per_epoch,
                                                    pct_start=0.1, anneal_strategy="cos")
     model.train()
-    for _ in range(EPOCHS):
+    for _ in range(epochs):
         order = torch.randperm(len(data.y_train), generator=generator)
         for batch in order.split(BATCH_SIZE):
             logits = model(_random_translate(data.x_train[batch], generator))

@@ -283,18 +283,17 @@ def test_model_meta_counts_weight_layers_without_the_head():
 
 
 # -------------------------------------------------------------------------------------- demo bank
-def test_demo_bank_build_is_deterministic_resumable_and_valid(tmp_path, monkeypatch):
+def test_demo_bank_build_is_deterministic_resumable_and_valid(tmp_path):
     # The real recipe, shrunk: one architecture, one epoch (the full build takes minutes).
-    monkeypatch.setattr(demo_bank, "ARCHS", {"effnet": demo_bank.ARCHS["effnet"]})
-    monkeypatch.setattr(demo_bank, "EPOCHS", 1)
-    manifest = demo_bank.build_demo_bank(tmp_path / "a", seed=0)
+    quick = {"archs": ["effnet"], "epochs": 1}
+    manifest = demo_bank.build_demo_bank(tmp_path / "a", seed=0, **quick)
     bank = load_bank({"dir": str(manifest.parent)}, tmp_path)
     assert [e.source.name for e in bank] == ["photos", "symbols", "textures"]  # sources only, no targets
     for entry in bank:
         assert entry.sha256 and entry.data_config["input_size"] == (3, 32, 32) and entry.source.num_images > 0
         assert create_model(entry).num_classes == entry.num_classes == entry.source.num_classes
     mtimes = [os.stat(e.weights).st_mtime_ns for e in bank]
-    demo_bank.build_demo_bank(tmp_path / "a", seed=0)  # resumed: nothing retrained
+    demo_bank.build_demo_bank(tmp_path / "a", seed=0, **quick)  # resumed: nothing retrained
     assert [os.stat(e.weights).st_mtime_ns for e in bank] == mtimes
-    again = load_bank({"dir": str(demo_bank.build_demo_bank(tmp_path / "b", seed=0).parent)}, tmp_path)
+    again = load_bank({"dir": str(demo_bank.build_demo_bank(tmp_path / "b", seed=0, **quick).parent)}, tmp_path)
     assert [e.sha256 for e in again] == [e.sha256 for e in bank]

@@ -1,0 +1,265 @@
+"""The benchmark (automl.bench): metrics against hand-computed values, the oracle's cache and resume on a
+tiny bank x 2 tiny targets (real fits, nothing mocked), and the paper's file formats incl. the pickle refusal."""
+
+from __future__ import annotations
+
+import math
+import os
+import pickle
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import safetensors.torch
+import timm
+import torch
+import yaml
+from conftest import write_image_folder
+from omegaconf import OmegaConf
+
+from automl import bench
+from automl.config import compose
+from automl.history import History
+from automl.transferability import score
+
+pytestmark = [pytest.mark.filterwarnings("ignore:.*isinstance.treespec, LeafSpec:FutureWarning"),  # Lightning's
+              pytest.mark.filterwarnings("ignore::scipy.stats.NearConstantInputWarning")]  # tiny oracles tie
+
+REPO = Path(__file__).resolve().parent.parent
+ARCHS = {"resnet_a": "test_resnet", "effnet_a": "test_efficientnet", "convnext_a": "test_convnext"}
+
+
+# -------------------------------------------------------------------------------------------- metrics
+def test_correlations_match_hand_computed_values():
+    # x = [1, 2, 3], y = [1, 2, 4]: cov = 3, |dx| = sqrt(2), |dy| = sqrt(42)/3, r = 9 / sqrt(84)
+    assert bench.pearson_x100([1, 2, 3], [1, 2, 4]) == pytest.approx(100 * 9 / math.sqrt(84))
+    # one discordant pair of 6: tau = (5 - 1) / 6
+    assert bench.kendall_tau([1, 2, 3, 4], [1, 3, 2, 4]) == pytest.approx(4 / 6)
+    # weights 1/(rank+1): pairs (0,1) +1 x 3/2, (0,2) +1 x 4/3, (1,2) -1 x 5/6 -> 2 / (11/3), either ranking
+    assert bench.weighted_tau([3, 2, 1], [3, 1, 2]) == pytest.approx(6 / 11)
+    assert bench.weighted_tau([1, 2, 3], [30, 20, 10]) == pytest.approx(-1.0)
+    # a non-finite score leaves its model out; a constant side leaves the correlation undefined
+    assert bench.pearson_x100([1, np.nan, 2, 3], [1, 50, 2, 4]) == pytest.approx(100 * 9 / math.sqrt(84))
+    assert math.isnan(bench.pearson_x100([1, 1, 1], [1, 2, 3]))
+    assert math.isnan(bench.kendall_tau([1], [2]))
+    with pytest.raises(ValueError, match="one length"):
+        bench.pearson_x100([1, 2], [1, 2, 3])
+
+
+def test_regret_and_top_k_match_hand_computed_values():
+    oracle = [80.0, 90.0, 85.0, 70.0, 60.0]
+    assert bench.top1_regret([0.3, 0.1, 0.2, 0.0, -1], oracle) == pytest.approx(10.0)  # picks 80 of best 90
+    assert bench.top1_regret([0.1, 0.3, 0.2, 0.0, -1], oracle) == 0.0
+    assert bench.top1_regret([1, 1, 0, 0, 0], oracle) == pytest.approx(90 - (80 + 90) / 2)  # tie: mean
+    inf_never_wins = [np.nan, 0.0, np.inf, 1.0, np.nan]
+    assert bench.top1_regret(inf_never_wins, oracle) == pytest.approx(90 - 70)
+    assert math.isnan(bench.top1_regret([np.nan] * 5, oracle))
+    assert bench.top_k_hit([5, 1, 4, 3, 2], oracle, k=3) == 0.0  # best (index 1) is ranked 5th
+    assert bench.top_k_hit([5, 3, 4, 1, 2], oracle, k=3) == 1.0  # ranked 3rd
+    assert bench.top_k_hit([5, 1, 4, 1, 1], oracle, k=3) == 1.0  # ties keep bank order: index 1 is 3rd
+    assert bench.top_k_hit([5, 1, 4, 1, 1], oracle, k=2) == 0.0
+    assert bench.top_k_hit([5, np.nan, 4, 3, 2], oracle, k=4) == 0.0  # NaN ranks last
+
+
+def test_plasticity_pools_every_target_and_seed():
+    values = {("a", 0): {"m1": 1.0, "m2": 3.0}, ("b", 0): {"m1": 5.0, "m2": 7.0}}
+    out = bench.plasticity_scores(values, {"m1": 50, "m2": 100})
+    std = math.sqrt((9 + 1 + 1 + 9) / 3)  # pooled over both targets, ddof 1; mean 4
+    assert out[("a", 0)]["m1"] == pytest.approx(-3 / std + 1.0)
+    assert out[("b", 0)]["m2"] == pytest.approx(3 / std + 2.0)
+    assert math.isnan(bench.plasticity_scores({("a", 0): {"m1": np.nan, "m2": 1.0}}, {"m1": 1, "m2": 1})[("a", 0)]["m1"])
+
+
+def test_summary_averages_targets_per_seed_then_seeds():
+    rows = [{"method": "x", "target": t, "seed": s, "pearson": p, "kendall_tau": 0.0, "weighted_tau": 0.0,
+             "top1_regret": 1.0, "top3_hit": h, "ms_per_model": 2.0}
+            for t, s, p, h in [("a", 0, 10.0, 1.0), ("b", 0, 30.0, 0.0), ("a", 1, 50.0, 1.0), ("b", 1, 70.0, 1.0)]]
+    (entry,) = bench.summarize(rows, ["a", "b"])
+    assert entry["pearson_a"] == 30.0 and entry["pearson_b"] == 50.0
+    assert entry["pearson"] == 40.0 and entry["pearson_std"] == 20.0  # seed means 20 and 60, ddof 0
+    assert entry["top3_hit"] == 0.75 and entry["ms_per_model"] == 2.0
+
+
+def test_recipe_id_changes_with_the_recipe_only():
+    defaults = dict(lr=1e-3, weight_decay=0.05, optimizer="adamw", strategy="full", freeze_fraction=0.5,
+                    layer_decay=1.0, label_smoothing=0.1, mixup=0.0, cutmix=0.0, batch_size=8, epochs=2,
+                    warmup_epochs=1)
+    base = bench.recipe_id(bench.oracle_recipe(defaults, {}, {"scale": [0.35, 1.0]}, None, 0))
+    assert base == bench.recipe_id(bench.oracle_recipe(defaults, None, {"scale": [0.35, 1.0]}, None, 0))
+    assert base != bench.recipe_id(bench.oracle_recipe(defaults, {"lr": 2e-3}, {"scale": [0.35, 1.0]}, None, 0))
+    assert base != bench.recipe_id(bench.oracle_recipe(defaults, {}, {"scale": [0.35, 1.0]}, 2, 0))
+    with pytest.raises(ValueError, match=r"bench\.oracle\.hparams: lr"):
+        bench.oracle_recipe(defaults, {"lr": -1}, {}, None, 0)
+
+
+# ------------------------------------------------------------------------------------- bank x targets
+@pytest.fixture(scope="module")
+def tiny(tmp_path_factory) -> dict[str, Path]:
+    """3 random-init timm models (4-class heads, 32 px) and 2 three-class image folders."""
+    root = tmp_path_factory.mktemp("bench")
+    models = []
+    for seed, (name, arch) in enumerate(ARCHS.items()):
+        torch.manual_seed(seed)
+        safetensors.torch.save_file(timm.create_model(arch, num_classes=4).state_dict(),
+                                    str(root / f"{name}.safetensors"))
+        models.append({"name": name, "arch": arch, "weights": f"{name}.safetensors", "num_classes": 4,
+                       "source": {"name": "random", "num_images": 100, "num_classes": 4},
+                       "data_config": {"input_size": [3, 32, 32], "mean": [0.5] * 3, "std": [0.25] * 3,
+                                       "interpolation": "bilinear", "crop_pct": 1.0}})
+    (root / "bank.yaml").write_text(yaml.safe_dump({"name": "tiny", "models": models}))
+    for index, target in enumerate(("t1", "t2")):  # different sizes: task fingerprints do not hash pixels
+        write_image_folder(root / target, {c: 14 + 2 * index for c in ("a", "b", "c")}, start_seed=1000 * index)
+    return {"root": root}
+
+
+def tiny_cfg(tiny: dict[str, Path], work: Path, targets: list[str]):
+    cfg = compose([
+        f"cache_dir={work}/cache", f"storage=sqlite:///{work}/history.db", f"bank.dir={tiny['root']}",
+        "bank.name=tiny", "bank.build=null", "device=cpu", "probe.budget=12", "bench.probe_seeds=[0,1]",
+        "finetune.default_hparams.epochs=1", "finetune.default_hparams.batch_size=16",
+        "finetune.default_hparams.warmup_epochs=0", "finetune.limit_train_batches=1", "finetune.num_workers=0",
+        "finetune.torch_threads=1",
+    ], config_name="bench")
+    cfg.bench.targets = [{"root": str(tiny["root"] / t)} for t in targets]
+    return cfg
+
+
+def test_oracle_is_cached_and_resumes(tiny, tmp_path):
+    first = bench.run_bench(tiny_cfg(tiny, tmp_path, ["t1"]), tmp_path / "run1")
+    assert (first.oracle.trained, first.oracle.cached, first.oracle.failed) == (3, 0, {})
+
+    # a second target: only its 3 transfers are trained, t1's come from the history
+    second = bench.run_bench(tiny_cfg(tiny, tmp_path, ["t1", "t2"]), tmp_path / "run2")
+    assert (second.oracle.trained, second.oracle.cached) == (3, 3)
+    assert second.data.oracle["t1"] == first.data.oracle["t1"]
+    with History(f"sqlite:///{tmp_path}/history.db") as history:
+        records = history.records(kind="oracle")
+    assert len(records) == 6 and {r.run_id for r in records} == {second.oracle.run_id}
+    assert all(0 <= r.test_accuracy <= 100 and "linear" in r.scores and r.hparams["epochs"] == 1 for r in records)
+
+    # a rerun trains nothing: same records (ids, times), same oracle, same results
+    third = bench.run_bench(tiny_cfg(tiny, tmp_path, ["t1", "t2"]), tmp_path / "run3")
+    assert (third.oracle.trained, third.oracle.cached) == (0, 6)
+    with History(f"sqlite:///{tmp_path}/history.db") as history:
+        again = history.records(kind="oracle")
+    assert [(r.id, r.created_at) for r in again] == [(r.id, r.created_at) for r in records]
+    assert third.data.oracle == second.data.oracle
+
+    methods = {row["method"] for row in third.rows}
+    assert {"parc", "parc+plasticity", "prior(parc)", "predictor(parc)", "linear"} <= methods
+    assert len(third.rows) == len(methods) * 2 * 2  # methods x targets x seeds
+    assert all(row["n_models"] == 3 for row in third.rows)
+    assert third.files["csv"].read_text().splitlines()[0] == ",".join(bench.RESULT_COLUMNS)
+    table = third.files["table"].read_text()
+    assert "| parc+plasticity |" in table and "0 trained now" in table
+    assert third.files["scatter"].stat().st_size > 0
+
+
+# ---------------------------------------------------------------------------------------- paper data
+class Payload:
+    """Unpickling this creates ``marker``: proof that a pickle ran code."""
+
+    def __init__(self, marker: Path):
+        self.marker = marker
+
+    def __reduce__(self):
+        return (Path.touch, (self.marker,))
+
+
+PAPER_ARCHS = ("resnet18", "resnet50")
+PAPER_SOURCES = ("imagenet", "oxford_pets")
+PAPER_TARGETS = ("cifar10", "stanford_dogs")
+
+
+def write_paper_files(root: Path, payload: object = None) -> tuple[Path, Path]:
+    """A PARC-style oracle CSV and probe pickles (2 runs) for 2 archs x 2 sources x 2 targets."""
+    rng = np.random.default_rng(0)
+    lines = ["Architecture,Source Dataset,Target Dataset,Oracle"]
+    probes = root / "probes" / "fixed_budget_500"
+    probes.mkdir(parents=True)
+    for target in PAPER_TARGETS:
+        for i, (arch, source) in enumerate((a, s) for a in PAPER_ARCHS for s in PAPER_SOURCES):
+            lines.append(f"{arch},{source},{target},{60 + 7 * i + rng.random():.4f}")
+            for run in (0, 1):
+                y = np.repeat(np.arange(3), 10)
+                # the class signal grows with i, like the oracle: a working score correlates positively
+                features = rng.normal(size=(30, 8)).astype(np.float32) + i * np.eye(3, 8)[y]
+                probs = rng.dirichlet(np.ones(5), size=30).astype(np.float32)
+                data = {"features": features, "probs": probs, "y": y, "source_dataset": source,
+                        "target_dataset": target, "architecture": arch}
+                if payload is not None:
+                    data["extra"] = payload
+                with (probes / f"{arch}_{source}_{target}_{run}.pkl").open("wb") as handle:
+                    pickle.dump(data, handle)
+    lines.append("resnet18,simclr_imagenet,cifar10,-1")  # not measured by the paper: skipped
+    oracle_csv = root / "oracle.csv"
+    oracle_csv.write_text("\n".join(lines) + "\n")
+    return oracle_csv, probes
+
+
+def paper_cfg(oracle_csv: Path, probes: Path, *extra: str):
+    return compose([f"bench.paper.oracle_csv={oracle_csv}", f"bench.paper.probes_dir={probes}",
+                    "bench.probe_seeds=[0,1]", *extra], config_name="bench")
+
+
+def test_paper_oracle_csv_and_probe_pickles(tmp_path):
+    oracle_csv, probes = write_paper_files(tmp_path)
+    result = bench.run_bench(paper_cfg(oracle_csv, probes, "bench.trust_pickle=true"), tmp_path / "run")
+    assert result.oracle is None and result.data.targets == list(PAPER_TARGETS)
+    assert set(result.data.oracle["cifar10"]) == {f"{a}/{s}" for a in PAPER_ARCHS for s in PAPER_SOURCES}
+    assert result.data.model_meta["resnet50/imagenet"]["depth"] == 50  # the paper's layer count
+
+    with (probes / "resnet50_oxford_pets_cifar10_1.pkl").open("rb") as handle:
+        probe = pickle.load(handle)
+    assert result.data.scores[("cifar10", 1)]["resnet50/oxford_pets"]["parc"] == pytest.approx(
+        score("parc", probe["features"], probe["y"], n_dims=32))
+    rows = {(r["method"], r["target"], r["seed"]): r for r in result.rows}
+    assert rows[("linear", "cifar10", 0)]["pearson"] > 50  # the planted signal is found
+    assert {"parc+plasticity", "predictor(parc)", "prior(parc)"} <= {r["method"] for r in result.rows}
+
+    # an .npz twin (same stem and keys) is read without pickle and wins over the .pkl
+    np.savez(probes / "resnet50_oxford_pets_cifar10_1.npz", features=probe["features"] + 1, probs=probe["probs"],
+             y=probe["y"])
+    features = bench.load_probe(bench.probe_file(probes, "resnet50", "oxford_pets", "cifar10", 1))
+    np.testing.assert_allclose(features.features, probe["features"] + 1)
+
+
+def test_pickles_are_refused_without_trust_pickle(tmp_path):
+    marker = tmp_path / "payload_ran"
+    oracle_csv, probes = write_paper_files(tmp_path, payload=Payload(marker))
+    with pytest.raises(bench.PickleRefusedError, match=r"trust_pickle=true.*\.npz"):
+        bench.run_bench(paper_cfg(oracle_csv, probes), tmp_path / "run")
+    assert not marker.exists()
+
+    # the same from the command line: a clear message and exit status 2, still nothing unpickled
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    done = subprocess.run([sys.executable, "-m", "automl.bench", f"bench.paper.oracle_csv={oracle_csv}",
+                           f"bench.paper.probes_dir={probes}", "bench.probe_seeds=[0,1]",
+                           f"hydra.run.dir={tmp_path}/cli"],
+                          cwd=REPO, env=env, capture_output=True, text=True, timeout=120)
+    assert done.returncode == 2 and "bench.trust_pickle=true" in done.stderr, done.stderr[-2000:]
+    assert not marker.exists()
+
+    # the payload is live: trusting the file runs it (which is why the default refuses)
+    bench.load_probe(probes / "resnet18_imagenet_cifar10_0.pkl", trust_pickle=True)
+    assert marker.exists()
+
+
+def test_bad_oracle_csv_is_named(tmp_path):
+    path = tmp_path / "oracle.csv"
+    path.write_text("Architecture,Source Dataset,Oracle\nresnet50,imagenet,90\n")
+    with pytest.raises(bench.BenchError, match=r"line 1: missing column\(s\) \['Target Dataset'\]"):
+        bench.read_oracle_csv(path)
+    path.write_text("Architecture,Source Dataset,Target Dataset,Oracle\nresnet50,imagenet,cifar10,high\n")
+    with pytest.raises(bench.BenchError, match="line 2: Oracle='high' is not a number"):
+        bench.read_oracle_csv(path)
+    with pytest.raises(bench.BenchError, match="y must be \\[N\\] integer class labels"):
+        bench.probe_features({"features": np.zeros((4, 2)), "y": np.zeros((4, 3))}, "probe.pkl")
+
+
+def test_unknown_target_config_is_named():
+    cfg = compose(["bench.targets=[digits,nope]"], config_name="bench")
+    with pytest.raises(bench.BenchError, match=r"bench\.targets\[1\]: no task config .*nope\.yaml"):
+        bench.target_configs(cfg, OmegaConf.to_container(cfg.bench.targets))
