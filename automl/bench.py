@@ -84,7 +84,7 @@ from automl.predictor import (
     zscore_bank,
 )
 from automl.probe import sample_probe
-from automl.rank import resolve_score_names, score_features
+from automl.rank import predictor_options, resolve_score_names, score_features
 from automl.tasks import load_task
 
 log = logging.getLogger(__name__)
@@ -614,10 +614,11 @@ def paper_data(bench: Mapping[str, Any], score_names: Sequence[str], options: Ma
 
 
 # --------------------------------------------------------------------------------------------- methods
-def derive_methods(data: BenchData, score_names: Sequence[str], primary: str, plasticity: Sequence[str]
-                   ) -> dict[str, dict[Key, MethodScores]]:
+def derive_methods(data: BenchData, score_names: Sequence[str], predictor: Mapping[str, Any],
+                   plasticity: Sequence[str]) -> dict[str, dict[Key, MethodScores]]:
     """Every method's scores per (target, seed): the raw scores, their plasticity ensembles, the prior
-    and the leave-one-target-out predictor (both need the ``linear`` score)."""
+    and the leave-one-target-out predictor (both need the ``linear`` score; ``predictor`` holds the
+    :class:`AccuracyPredictor` arguments, :func:`automl.rank.predictor_options`)."""
     methods = {name: {key: MethodScores({m: s[name] for m, s in by_model.items()},
                                         {m: data.seconds[key][m].get(name, math.nan) for m in by_model})
                       for key, by_model in data.scores.items()}
@@ -634,15 +635,16 @@ def derive_methods(data: BenchData, score_names: Sequence[str], primary: str, pl
         log.warning("the prior and the predictor are anchored on the %r score, which rank.scores leaves out; "
                     "not evaluated", LINEAR)
     else:
-        methods.update(predictor_methods(data, primary, score_names))
+        methods.update(predictor_methods(data, predictor, score_names))
     return methods
 
 
-def predictor_methods(data: BenchData, primary: str, score_names: Sequence[str]
+def predictor_methods(data: BenchData, predictor: Mapping[str, Any], score_names: Sequence[str]
                       ) -> dict[str, dict[Key, MethodScores]]:
     """``prior(<primary>)`` and, with two targets or more, ``predictor(<primary>)`` fitted on the other
     targets' oracle (leave-one-target-out). Time per model: the scores each consumes plus its fit and
     prediction over the bank, per model."""
+    primary = predictor["primary"]
     prior_name, predictor_name = f"prior({primary})", f"predictor({primary})"
     out: dict[str, dict[Key, MethodScores]] = {prior_name: {}}
     if len(data.targets) >= 2:
@@ -658,7 +660,7 @@ def predictor_methods(data: BenchData, primary: str, score_names: Sequence[str]
             key, bank = (target, seed), candidates[target]
             seconds = data.seconds[key]
             start = time.perf_counter()
-            prior = AccuracyPredictor(primary).predict_prior(bank)
+            prior = AccuracyPredictor(**predictor).predict_prior(bank)
             overhead = (time.perf_counter() - start) / len(bank)
             out[prior_name][key] = MethodScores(
                 {c.model_name: float(v) for c, v in zip(bank, prior.mean, strict=True)},
@@ -669,7 +671,7 @@ def predictor_methods(data: BenchData, primary: str, score_names: Sequence[str]
             start = time.perf_counter()
             training = [_loto_record(c, other, data.oracle[other][c.model_name]) for other in data.targets
                         if other != target for c in candidates[other] if c.model_name in data.oracle[other]]
-            predicted = AccuracyPredictor(primary).fit(training).predict(bank)
+            predicted = AccuracyPredictor(**predictor).fit(training).predict(bank)
             overhead = (time.perf_counter() - start) / len(bank)
             out[predictor_name][key] = MethodScores(
                 {c.model_name: float(v) for c, v in zip(bank, predicted.mean, strict=True)},
@@ -872,7 +874,7 @@ def run_bench(cfg: DictConfig, run_dir: str | Path, console: Console | None = No
                    "oracle": oracle_stats.wall_seconds}
 
     start = time.perf_counter()
-    methods = derive_methods(data, score_names, primary, plasticity)
+    methods = derive_methods(data, score_names, predictor_options(cfg.rank), plasticity)
     rows = evaluate(methods, data.oracle)
     summary = summarize(rows, data.targets)
     seconds["metrics"] = time.perf_counter() - start

@@ -17,7 +17,14 @@ from automl.bank import load_bank
 from automl.config import absolute_path, select_device, storage_url, to_container
 from automl.history import History
 from automl.predictor import format_calibration, leave_one_task_out
-from automl.rank import Ranking, rank_bank, ranking_table, resolve_score_names, write_ranking_csv
+from automl.rank import (
+    Ranking,
+    predictor_options,
+    rank_bank,
+    ranking_table,
+    resolve_score_names,
+    write_ranking_csv,
+)
 from automl.tasks import load_task
 
 log = logging.getLogger(__name__)
@@ -92,7 +99,7 @@ def _rank(cfg: DictConfig, cache_dir: Path, history: History, device: str) -> Ra
     bank = load_bank(to_container(cfg.bank), cache_dir)
     score_names = resolve_score_names(to_container(cfg.rank.scores))
     return rank_bank(task, bank, cache_dir=cache_dir, probe_cfg=to_container(cfg.probe), score_names=score_names,
-                     primary=cfg.rank.primary, score_options=to_container(cfg.rank.options),
+                     predictor=predictor_options(cfg.rank), score_options=to_container(cfg.rank.options),
                      history_records=history.records(), device=device, batch_size=int(cfg.rank.batch_size))
 
 
@@ -118,7 +125,7 @@ def _finetune(cfg: DictConfig, ranking: Ranking, run_dir: Path, storage: str, hi
 def _calibrate(cfg: DictConfig, history: History, console: Console) -> str | None:
     records = history.records()
     try:
-        result = leave_one_task_out(records, primary=cfg.rank.primary)
+        result = leave_one_task_out(records, **predictor_options(cfg.rank))
     except ValueError as exc:
         console.print(f"[yellow]calibrate:[/] {exc}")
         return None

@@ -4,13 +4,17 @@
 
 * ``linear`` — the cross-validated accuracy (percent) of a linear classifier on the probe features — is
   the anchor: it is an accuracy on this task's own labels, already in the right unit.
-* The PARC paper's plasticity ensemble (dbolya/parc ``metrics.add_plasticity``) supplies the ranking
-  signal ``z(primary) + depth / 50``: the primary score z-scored across the bank plus the number of
-  weight layers over 50 (deeper models gain more from fine-tuning). We centre the capacity term on a
-  ResNet-50-deep model (``depth / 50 - 1``) so the level of the prior stays the linear-probe accuracy,
-  and clip the signal to ±``PRIOR_MAX_SIGNAL`` so one outlying score cannot dominate.
-* ``mean = linear + PRIOR_POINTS_PER_SIGNAL × signal`` (2 accuracy points per bank standard deviation of
-  the primary score), clipped to [0, 100].
+* The ranking signal is the primary score z-scored across the bank, optionally with the PARC paper's
+  plasticity term (dbolya/parc ``metrics.add_plasticity``: ``z(primary) + depth / 50``, deeper models
+  gaining more from fine-tuning): ``signal = z(primary) + plasticity × (depth / 50 − 1)``, the capacity
+  term centred on a ResNet-50-deep model so the level of the prior stays the linear-probe accuracy,
+  clipped to ±``PRIOR_MAX_SIGNAL`` so one outlying score cannot dominate.
+* ``mean = linear + points_per_z × signal``, clipped to [0, 100].
+* Defaults (``points_per_z=10``, ``plasticity=0``) are what ``python -m automl.bench`` measured best on
+  the demo bank x builtin targets: PARC moving the linear-probe accuracy by 10 points per bank standard
+  deviation ranks as well as PARC alone (top-1 regret 1.4 points) while the paper's depth term *hurt*
+  every score there (its deepest models, the ViTs, fine-tune worst); ``plasticity=1`` is the paper's
+  ensemble.
 * ``std = PRIOR_STD_FLOOR + PRIOR_STD_HEADROOM × (100 − linear)``: the probe says little about how much
   of the remaining headroom fine-tuning recovers, so the interval widens with the headroom.
 
@@ -65,7 +69,6 @@ log = logging.getLogger(__name__)
 
 LINEAR = "linear"  # the score holding the probe's cross-validated linear-classifier accuracy (percent)
 PLASTICITY_DEPTH = 50.0  # PARC's capacity term is depth / 50
-PRIOR_POINTS_PER_SIGNAL = 2.0  # accuracy points per unit of the ensemble signal (one bank std of the primary)
 PRIOR_MAX_SIGNAL = 3.0
 PRIOR_STD_FLOOR = 2.0  # accuracy points
 PRIOR_STD_HEADROOM = 0.25  # fraction of the headroom (100 − linear) added to the prior's std
@@ -168,6 +171,8 @@ class AccuracyPredictor:
 
     Args:
         primary: the transferability score used in the prior's ensemble signal (a key of ``scores_z``).
+        points_per_z: accuracy points the prior moves per bank standard deviation of the signal; >= 0.
+        plasticity: weight of PARC's depth/50 capacity term in the signal (0 = off, 1 = the paper); >= 0.
         interval: central probability mass of ``[low, high]``, in (0, 1).
         prior_weight: how many tasks' worth of evidence the prior counts as when mixing it with the
             calibrated model (see the module docstring); > 0.
@@ -177,14 +182,18 @@ class AccuracyPredictor:
     ``score_names_``.
     """
 
-    def __init__(self, primary: str = "parc", interval: float = 0.8, prior_weight: float = 1.0):
+    def __init__(self, primary: str = "parc", *, points_per_z: float = 10.0, plasticity: float = 0.0,
+                 interval: float = 0.8, prior_weight: float = 1.0):
         if not isinstance(primary, str) or not primary:
             raise ValueError(f"primary must be a score name, got {primary!r}")
+        if not (points_per_z >= 0 and plasticity >= 0):
+            raise ValueError(f"points_per_z={points_per_z} and plasticity={plasticity} must be >= 0")
         if not 0.0 < interval < 1.0:
             raise ValueError(f"interval must be in (0, 1), got {interval}")
         if not prior_weight > 0:
             raise ValueError(f"prior_weight must be > 0, got {prior_weight}")
         self.primary = primary
+        self.points_per_z, self.plasticity = float(points_per_z), float(plasticity)
         self.interval = float(interval)
         self.prior_weight = float(prior_weight)
         self.n_records_ = 0
@@ -255,8 +264,8 @@ class AccuracyPredictor:
         z = np.array([_finite_or_nan(c.scores_z.get(self.primary)) for c in candidates])
         depth = np.array([_positive_or_nan(c.model_meta.get("depth")) for c in candidates])
         capacity = np.nan_to_num(depth / PLASTICITY_DEPTH - 1.0)  # unknown depth: no capacity shift
-        signal = np.clip(np.nan_to_num(z) + capacity, -PRIOR_MAX_SIGNAL, PRIOR_MAX_SIGNAL)
-        mean = np.clip(linear + PRIOR_POINTS_PER_SIGNAL * signal, 0.0, 100.0)
+        signal = np.clip(np.nan_to_num(z) + self.plasticity * capacity, -PRIOR_MAX_SIGNAL, PRIOR_MAX_SIGNAL)
+        mean = np.clip(linear + self.points_per_z * signal, 0.0, 100.0)
         return mean, PRIOR_STD_FLOOR + PRIOR_STD_HEADROOM * (100.0 - linear)
 
     def _features(self, candidates: Sequence[Candidate]) -> np.ndarray:
@@ -306,12 +315,12 @@ def _meta_features(candidate: Candidate) -> list[float]:
     return [float(f(v)) if f is not None and np.isfinite(v) else v for f, v in zip(logs, values, strict=True)]
 
 
-def leave_one_task_out(records: Iterable[TransferRecord], primary: str = "parc", interval: float = 0.8,
-                       prior_weight: float = 1.0) -> dict[str, Any]:
+def leave_one_task_out(records: Iterable[TransferRecord], primary: str = "parc", **options: Any) -> dict[str, Any]:
     """Leave-one-task-out evaluation of the calibrated predictor against the prior.
 
     For each task (``task_fingerprint``) a predictor is fitted on the other tasks' transfers and predicts
     this task's transfers (see :func:`measured_transfers`); the prior predicts the same transfers.
+    ``options`` are :class:`AccuracyPredictor` keyword arguments.
 
     Returns a dict: ``primary``, ``interval``, ``num_tasks``, ``num_records``; ``overall`` and, per task,
     ``tasks[fingerprint]`` (with ``task_name``, ``num_records``), each holding ``prior`` and ``calibrated``
@@ -330,7 +339,7 @@ def leave_one_task_out(records: Iterable[TransferRecord], primary: str = "parc",
     rows = []
     for task in tasks:
         held_out = [record for record in transfers if record.task_fingerprint == task]
-        predictor = AccuracyPredictor(primary, interval, prior_weight)
+        predictor = AccuracyPredictor(primary, **options)
         predictor.fit(record for record in transfers if record.task_fingerprint != task)
         candidates = [Candidate.from_record(record) for record in held_out]
         prior, calibrated = predictor.predict_prior(candidates), predictor.predict(candidates)
@@ -348,7 +357,7 @@ def leave_one_task_out(records: Iterable[TransferRecord], primary: str = "parc",
         per_task[task] = {"task_name": task_rows[0]["task_name"], "num_records": len(task_rows),
                           **_both_metrics(task_rows)}
     overall = _both_metrics(rows)
-    return {"primary": primary, "interval": interval, "num_tasks": len(tasks), "num_records": len(rows),
+    return {"primary": primary, "interval": predictor.interval, "num_tasks": len(tasks), "num_records": len(rows),
             "overall": overall, "tasks": per_task, "rows": rows,
             "helps": overall["calibrated"]["mae"] < overall["prior"]["mae"]}
 

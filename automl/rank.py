@@ -69,6 +69,13 @@ def resolve_score_names(requested: Sequence[str] | None) -> list[str]:
     return list(requested)
 
 
+def predictor_options(rank_cfg: Mapping) -> dict:
+    """:class:`AccuracyPredictor` arguments from the ``rank`` config group (primary score and prior weights)."""
+    prior = rank_cfg.get("prior") or {}
+    return {"primary": str(rank_cfg["primary"]), "points_per_z": float(prior.get("points_per_z", 10.0)),
+            "plasticity": float(prior.get("plasticity", 0.0))}
+
+
 def score_features(features: Features, score_names: Sequence[str],
                    options: Mapping[str, Mapping] | None = None) -> tuple[dict[str, float], dict[str, float]]:
     """Every requested score of one model's probe features → (scores, seconds per score).
@@ -92,9 +99,13 @@ def score_features(features: Features, score_names: Sequence[str],
 
 
 def rank_bank(task: Task, bank: Bank, *, cache_dir: Path, probe_cfg: Mapping, score_names: Sequence[str],
-              primary: str, score_options: Mapping | None = None, history_records: Sequence = (),
+              predictor: Mapping, score_options: Mapping | None = None, history_records: Sequence = (),
               device: str = "cpu", batch_size: int = 64) -> Ranking:
-    """Rank every model of ``bank`` on ``task`` by predicted fine-tuned accuracy."""
+    """Rank every model of ``bank`` on ``task`` by predicted fine-tuned accuracy.
+
+    ``predictor`` holds the :class:`AccuracyPredictor` arguments (:func:`predictor_options`).
+    """
+    primary = predictor["primary"]
     if primary not in score_names:
         raise ValueError(f"rank.primary={primary!r} is not among the computed scores {list(score_names)}")
     seconds = {}
@@ -125,8 +136,8 @@ def rank_bank(task: Task, bank: Bank, *, cache_dir: Path, probe_cfg: Mapping, sc
 
     entries = {entry.name: entry for entry in bank.entries}
     candidates = bank_candidates(scores, {name: model_meta_of(entries[name]) for name in usable}, task.meta())
-    predictor = AccuracyPredictor(primary=primary).fit(history_records)
-    prediction = predictor.predict(candidates)
+    fitted = AccuracyPredictor(**predictor).fit(history_records)
+    prediction = fitted.predict(candidates)
     models = [
         RankedModel(entries[c.model_name], c.scores, c.scores_z, c.model_meta,
                     float(prediction.mean[i]), float(prediction.low[i]), float(prediction.high[i]))
@@ -134,7 +145,7 @@ def rank_bank(task: Task, bank: Bank, *, cache_dir: Path, probe_cfg: Mapping, sc
     ]
     models.sort(key=lambda m: (-m.predicted, -np.nan_to_num(m.scores[primary], nan=-np.inf), m.name))
     return Ranking(task, models, list(score_names),
-                   calibrated_on=predictor.n_records_ if predictor.is_calibrated else 0, failed=failed,
+                   calibrated_on=fitted.n_records_ if fitted.is_calibrated else 0, failed=failed,
                    seconds=seconds)
 
 

@@ -27,6 +27,7 @@ from collections.abc import Mapping
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
+from typing import NamedTuple
 
 import numpy as np
 from rich.progress import track
@@ -66,7 +67,7 @@ class Task:
     classes: tuple[str, ...]
     splits: dict[str, Split]
     image_size: int | None  # user override of the models' input side in pixels, or None
-    fingerprint: str  # hex digest of (relative file list, file sizes, labels, splits)
+    fingerprint: str  # hex digest of (relative file list, file contents, labels, splits)
     root: Path
     median_side: int  # median of min(width, height) over the train images, in pixels
 
@@ -118,16 +119,16 @@ def load_task(cfg: Mapping, cache_dir: str | os.PathLike) -> Task:
         root = materialize_builtin(cfg["builtin"], cache_dir, seed, val_fraction, test_fraction)
         records = _folder_records(root)
 
-    records, sides = _drop_bad_images(records, cache_dir, on_bad_image)
+    records, scans = _drop_bad_images(records, cache_dir, on_bad_image)
     classes = _class_names(records)
     splits = _make_splits(records, classes, val_fraction, test_fraction, seed)
-    train_sides = [sides[path] for path in splits["train"].paths]
+    train_sides = [scans[path].side for path in splits["train"].paths]
     return Task(
         name=str(cfg.get("name") or root.name),
         classes=classes,
         splits=splits,
         image_size=int(image_size) if image_size is not None else None,
-        fingerprint=_fingerprint(splits, classes, root),
+        fingerprint=_fingerprint(splits, classes, root, scans),
         root=root,
         median_side=int(np.median(train_sides)),
     )
@@ -207,26 +208,31 @@ def materialize_builtin(name: str, cache_dir: Path, seed: int, val_fraction: flo
 
 # ------------------------------------------------------------------------------------------- checks
 def _drop_bad_images(records: list[Record], cache_dir: Path, on_bad_image: str):
-    """Decode every image once (results cached by path/size/mtime); return the good records and their sides."""
+    """Decode every image once (results cached by path/size/mtime); return the good records and their scans."""
     scans = _scan_images([path for path, _, _ in records], cache_dir)
-    good, sides, bad = [], {}, []
+    good, readable, bad = [], {}, []
     for record in records:
         result = scans[record[0]]
         if isinstance(result, str):
             bad.append(f"{record[0]}: {result}")
         else:
             good.append(record)
-            sides[record[0]] = result
+            readable[record[0]] = result
     if bad:
         if on_bad_image == "error":
             raise TaskError(f"{len(bad)} unreadable image(s) (task.on_bad_image=error):\n  " + "\n  ".join(bad[:20]))
         log.warning("skipping %d unreadable image(s):\n  %s", len(bad), "\n  ".join(bad[:20]))
-    return good, sides
+    return good, readable
 
 
-def _scan_images(paths: list[Path], cache_dir: Path) -> dict[Path, int | str]:
-    """path → min(width, height) in pixels, or the reason it cannot be read."""
-    cache_file = cache_dir / "image-scan.json"
+class ImageScan(NamedTuple):
+    side: int  # min(width, height) in pixels
+    digest: str  # sha1 of the file's bytes: the task fingerprint covers image content, not only names
+
+
+def _scan_images(paths: list[Path], cache_dir: Path) -> dict[Path, ImageScan | str]:
+    """path → its :class:`ImageScan`, or the reason it cannot be read."""
+    cache_file = cache_dir / "image-scan-v2.json"
     try:
         cache = json.loads(cache_file.read_text())
     except (OSError, ValueError):
@@ -239,12 +245,13 @@ def _scan_images(paths: list[Path], cache_dir: Path) -> dict[Path, int | str]:
             return f"{path}|missing"
         return f"{path}|{stat.st_size}|{stat.st_mtime_ns}"
 
-    def scan(path: Path) -> int | str:
+    def scan(path: Path) -> list | str:
         if not is_image_file(path):
             return f"not an image file extension ({path.suffix or 'none'})"
         try:
-            return min(load_image(path).size)
-        except BadImageError as exc:
+            side = min(load_image(path).size)
+            return [side, hashlib.sha1(path.read_bytes()).hexdigest()]
+        except (BadImageError, OSError) as exc:
             return str(exc).removeprefix(f"{path}: ")
 
     keys = [key(path) for path in paths]
@@ -256,7 +263,8 @@ def _scan_images(paths: list[Path], cache_dir: Path) -> dict[Path, int | str]:
             for path, result in zip(todo, results, strict=True):
                 cache[key(path)] = result
         atomic_write_text(cache_file, json.dumps(cache))
-    return {path: cache[k] for path, k in zip(paths, keys, strict=True)}
+    return {path: cache[k] if isinstance(cache[k], str) else ImageScan(*cache[k])
+            for path, k in zip(paths, keys, strict=True)}
 
 
 def _class_names(records: list[Record]) -> tuple[str, ...]:
@@ -324,11 +332,12 @@ def _carve(split_of: np.ndarray, labels: np.ndarray, classes, val_fraction: floa
     return split_of
 
 
-def _fingerprint(splits: dict[str, Split], classes: tuple[str, ...], root: Path) -> str:
+def _fingerprint(splits: dict[str, Split], classes: tuple[str, ...], root: Path,
+                 scans: dict[Path, ImageScan]) -> str:
     digest = hashlib.sha256()
     digest.update(json.dumps(list(classes)).encode())
     for split in SPLITS:
         for path, label in zip(splits[split].paths, splits[split].labels, strict=True):
             rel = os.path.relpath(path, root)
-            digest.update(f"{split}\t{label}\t{rel}\t{path.stat().st_size}\n".encode())
+            digest.update(f"{split}\t{label}\t{rel}\t{scans[path].digest}\n".encode())
     return digest.hexdigest()[:16]

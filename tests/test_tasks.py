@@ -62,6 +62,11 @@ def test_fingerprint_changes_when_the_data_changes(tmp_path, cache_dir):
     before = folder_task(root, cache_dir).fingerprint
     write_image(root / "b" / "extra.png", seed=999)
     assert folder_task(root, cache_dir).fingerprint != before
+    # same names, sizes and labels, other pixels: a different task
+    twin = write_image_folder(tmp_path / "twin" / "data", {"a": 10, "b": 10}, suffix=".bmp")
+    other = write_image_folder(tmp_path / "other" / "data", {"a": 10, "b": 10}, suffix=".bmp", start_seed=500)
+    assert (twin / "a" / "000.bmp").stat().st_size == (other / "a" / "000.bmp").stat().st_size
+    assert folder_task(twin, cache_dir).fingerprint != folder_task(other, cache_dir).fingerprint
 
 
 def test_csv_task_with_and_without_split_column(tmp_path, cache_dir):
