@@ -12,11 +12,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-import safetensors.torch
-import timm
-import torch
-import yaml
-from conftest import write_image_folder
+from conftest import write_image_folder, write_random_bank
 from omegaconf import OmegaConf
 
 from automl import bench
@@ -28,7 +24,7 @@ pytestmark = [pytest.mark.filterwarnings("ignore:.*isinstance.treespec, LeafSpec
               pytest.mark.filterwarnings("ignore::scipy.stats.NearConstantInputWarning")]  # tiny oracles tie
 
 REPO = Path(__file__).resolve().parent.parent
-ARCHS = {"resnet_a": "test_resnet", "effnet_a": "test_efficientnet", "convnext_a": "test_convnext"}
+ARCHS = {"resnet_a": ("test_resnet", {}), "effnet_a": ("test_efficientnet", {}), "convnext_a": ("test_convnext", {})}
 
 
 # -------------------------------------------------------------------------------------------- metrics
@@ -98,19 +94,9 @@ def test_recipe_id_changes_with_the_recipe_only():
 @pytest.fixture(scope="module")
 def tiny(tmp_path_factory) -> dict[str, Path]:
     """3 random-init timm models (4-class heads, 32 px) and 2 three-class image folders."""
-    root = tmp_path_factory.mktemp("bench")
-    models = []
-    for seed, (name, arch) in enumerate(ARCHS.items()):
-        torch.manual_seed(seed)
-        safetensors.torch.save_file(timm.create_model(arch, num_classes=4).state_dict(),
-                                    str(root / f"{name}.safetensors"))
-        models.append({"name": name, "arch": arch, "weights": f"{name}.safetensors", "num_classes": 4,
-                       "source": {"name": "random", "num_images": 100, "num_classes": 4},
-                       "data_config": {"input_size": [3, 32, 32], "mean": [0.5] * 3, "std": [0.25] * 3,
-                                       "interpolation": "bilinear", "crop_pct": 1.0}})
-    (root / "bank.yaml").write_text(yaml.safe_dump({"name": "tiny", "models": models}))
-    for index, target in enumerate(("t1", "t2")):  # different sizes: task fingerprints do not hash pixels
-        write_image_folder(root / target, {c: 14 + 2 * index for c in ("a", "b", "c")}, start_seed=1000 * index)
+    root = write_random_bank(tmp_path_factory.mktemp("bench"), ARCHS, num_classes=4, num_images=100)
+    for index, target in enumerate(("t1", "t2")):  # same layout, other pixels: two tasks
+        write_image_folder(root / target, {c: 14 for c in ("a", "b", "c")}, start_seed=1000 * index)
     return {"root": root}
 
 

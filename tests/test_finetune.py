@@ -15,10 +15,9 @@ from pathlib import Path
 
 import optuna
 import pytest
-import safetensors.torch
 import timm
 import torch
-import yaml
+from conftest import write_random_bank
 from optuna.trial import TrialState
 
 from automl.bank import load_bank
@@ -40,18 +39,7 @@ MODELS = {"effnet_a": ("test_efficientnet", {}), "convnext_a": ("test_convnext",
 def env(tmp_path_factory) -> dict[str, Path]:
     """A 2-model bank (random init, 5-class heads, 32 px input) and a cache with digits materialized."""
     root = tmp_path_factory.mktemp("finetune")
-    bank = root / "bank"
-    bank.mkdir()
-    models = []
-    for seed, (name, (arch, kwargs)) in enumerate(MODELS.items()):
-        torch.manual_seed(seed)
-        safetensors.torch.save_file(timm.create_model(arch, num_classes=5, **kwargs).state_dict(),
-                                    str(bank / f"{name}.safetensors"))
-        models.append({"name": name, "arch": arch, "weights": f"{name}.safetensors", "num_classes": 5,
-                       "kwargs": kwargs, "source": {"name": "random", "num_images": 0, "num_classes": 5},
-                       "data_config": {"input_size": [3, 32, 32], "mean": [0.5] * 3, "std": [0.25] * 3,
-                                       "interpolation": "bilinear", "crop_pct": 1.0}})
-    (bank / "bank.yaml").write_text(yaml.safe_dump({"name": "tiny", "models": models}))
+    bank = write_random_bank(root / "bank", MODELS, num_classes=5)
     cache = root / "cache"
     load_task(compose([f"cache_dir={cache}"]).task, cache)  # materialize digits once for every worker
     return {"bank": bank, "cache": cache}

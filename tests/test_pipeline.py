@@ -1,0 +1,182 @@
+"""The pipeline as a user runs it: the rank stage, calibration from real fine-tuning records, and
+``python -m automl`` end to end (single run and Hydra multirun) on builtin tasks with a small demo bank."""
+
+from __future__ import annotations
+
+import csv
+import json
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+from conftest import write_random_bank
+from PIL import Image
+
+from automl.config import compose
+from automl.history import History
+from automl.pipeline import run
+from automl.predictor import leave_one_task_out
+from automl.rank import predictor_options
+from automl.transferability import available
+
+pytestmark = [pytest.mark.filterwarnings("ignore:.*isinstance.treespec, LeafSpec:FutureWarning"),  # Lightning's
+              pytest.mark.filterwarnings("ignore::UserWarning")]
+
+REPO = Path(__file__).resolve().parent.parent
+# A few batches of one or two epochs: real fits, seconds each.
+QUICK_FINETUNE = ["finetune.limit_train_batches=3", "finetune.max_epochs=2", "search_space.epochs=2",
+                  "finetune.default_hparams.epochs=2", "finetune.progress_bar=false", "probe.budget=120"]
+
+
+def base_overrides(bank: Path, work: Path) -> list[str]:
+    return [f"bank.dir={bank}", "bank.name=small", "bank.build=null", f"cache_dir={work}/cache",
+            f"storage=sqlite:///{work}/automl.db", f"finetune.artifacts_dir={work}/artifacts", "device=cpu"]
+
+
+def read_csv(path: Path) -> list[dict[str, str]]:
+    with path.open(newline="") as handle:
+        return list(csv.DictReader(handle))
+
+
+# ----------------------------------------------------------------------------------------- rank stage
+def test_rank_stage_writes_a_complete_ranking_and_reuses_cached_features(small_demo_bank, tmp_path, capsys):
+    cfg = compose([*base_overrides(small_demo_bank, tmp_path), "task=shapes", "stage=rank"])
+    run(cfg, tmp_path / "run1")
+    rows = read_csv(tmp_path / "run1" / "ranking.csv")
+    header = list(rows[0])
+    assert header == ["rank", "model", "arch", "source", *available(), "predicted_accuracy", "predicted_low",
+                      "predicted_high"]
+    assert len(rows) == 4 and [int(r["rank"]) for r in rows] == [1, 2, 3, 4]
+    predicted = [float(r["predicted_accuracy"]) for r in rows]
+    assert predicted == sorted(predicted, reverse=True)
+    for row in rows:
+        assert 0 <= float(row["predicted_low"]) <= float(row["predicted_accuracy"]) <= float(row["predicted_high"]) <= 100
+        assert row["source"] in ("textures", "photos") and all(row[name] != "" for name in ("parc", "logme", "linear"))
+    assert "Ranking on shapes" in capsys.readouterr().out
+
+    features = sorted((tmp_path / "cache" / "features").glob("*.npz"))
+    mtimes = [path.stat().st_mtime_ns for path in features]
+    run(cfg, tmp_path / "run2")
+    assert sorted((tmp_path / "cache" / "features").glob("*.npz")) == features  # no new extraction
+    assert [path.stat().st_mtime_ns for path in features] == mtimes
+    assert read_csv(tmp_path / "run2" / "ranking.csv") == rows
+
+
+def test_rank_stage_bad_input_is_a_clear_error(small_demo_bank, tmp_path):
+    base = base_overrides(small_demo_bank, tmp_path)
+    with pytest.raises(ValueError, match=r"rank.scores: unknown score\(s\) \['bogus'\]"):
+        run(compose([*base, "stage=rank", "rank.scores=[parc,linear,bogus]"]), tmp_path / "run")
+    with pytest.raises(ValueError, match="26 classes but a probe budget of 40 allows at most 20"):
+        run(compose([*base, "task=glyphs", "stage=rank", "probe.budget=40", "probe.subsample_classes=false"]),
+            tmp_path / "run")
+
+    broken = write_random_bank(tmp_path / "broken", {"a": ("test_resnet", {}), "b": ("test_efficientnet", {})}, 3)
+    for weights in broken.glob("*.safetensors"):  # truncated downloads
+        weights.write_bytes(weights.read_bytes()[:100])
+    with pytest.raises(RuntimeError, match=r"no model of bank 'broken' could be loaded:\n  a: .*\n  b: "):
+        run(compose([*base, f"bank.dir={broken}", "bank.name=broken", "stage=rank"]), tmp_path / "run")
+
+
+# ---------------------------------------------------------------------------------------- calibration
+def test_calibration_on_real_fine_tuning_records_beats_the_prior(small_demo_bank, tmp_path, capsys):
+    """Every model of the bank fine-tuned once (the warm-start trials) on three builtin tasks; the history
+    then calibrates the predictor, which must predict each held-out task better than the prior."""
+    base = [*base_overrides(small_demo_bank, tmp_path), *QUICK_FINETUNE, "finetune.top_k=4", "finetune.n_trials=4",
+            "finetune.pruner=none", "stage=finetune"]
+    for task in ("digits", "shapes", "glyphs"):
+        outcome_acc = run(compose([*base, f"task={task}"]), tmp_path / task)
+        assert outcome_acc is not None
+    records = History(f"sqlite:///{tmp_path}/automl.db").records(kind="finetune")
+    assert len(records) == 12 and all(r.test_accuracy is not None and r.scores_z for r in records)
+
+    result = leave_one_task_out(records, **predictor_options(compose([]).rank))
+    assert result["num_tasks"] == 3 and result["helps"]
+    assert result["overall"]["calibrated"]["mae"] < result["overall"]["prior"]["mae"]
+
+    capsys.readouterr()
+    run(compose([*base_overrides(small_demo_bank, tmp_path), "stage=calibrate"]), tmp_path / "calibrate")
+    out = capsys.readouterr().out
+    assert "Leave-one-task-out" in out and "calibration helps" in out
+
+
+# ------------------------------------------------------------------------------------------ end to end
+def automl(*args: str, cwd: Path) -> subprocess.CompletedProcess:
+    result = subprocess.run([sys.executable, "-m", "automl", *args], cwd=cwd, capture_output=True, text=True,
+                            timeout=600, env={**_env(), "COLUMNS": "160"})
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-5000:]
+    return result
+
+
+def _env() -> dict[str, str]:
+    import os
+
+    return {**os.environ, "PYTHONPATH": str(REPO)}
+
+
+def assert_png(path: Path, min_side: int = 200) -> None:
+    with Image.open(path) as image:
+        image.load()
+        assert image.format == "PNG" and min(image.size) >= min_side, (path, image.size)
+        pixels = np.asarray(image.convert("L"))
+    assert pixels.std() > 5, f"{path} looks blank"
+
+
+def test_main_command_end_to_end(small_demo_bank, tmp_path):
+    run_dir = tmp_path / "run"
+    result = automl(*base_overrides(small_demo_bank, tmp_path), *QUICK_FINETUNE, "task=digits", "finetune.top_k=2",
+                    "finetune.n_trials=3", f"hydra.run.dir={run_dir}", cwd=tmp_path)
+    assert "automl summary" in result.stdout and "best:" in result.stdout
+
+    ranking = read_csv(run_dir / "ranking.csv")
+    assert len(ranking) == 4 and set(available()) <= set(ranking[0])
+
+    trials = read_csv(run_dir / "finetune.csv")
+    assert [int(t["trial"]) for t in trials] == [0, 1, 2]
+    assert {t["model"] for t in trials} <= {r["model"] for r in ranking[:2]}
+    assert {"state", "lr", "weight_decay", "val_accuracy", "test_accuracy", "epochs", "seconds"} <= set(trials[0])
+    complete = [t for t in trials if t["state"] == "COMPLETE"]
+    assert complete and all(0 <= float(t["val_accuracy"]) <= 100 for t in complete)
+
+    config = json.loads((run_dir / "best" / "config.json").read_text())
+    best = max(complete, key=lambda t: float(t["val_accuracy"]))
+    assert config["val_accuracy"] == pytest.approx(float(best["val_accuracy"]), abs=1e-4)  # CSV: 4 decimals
+    assert config["test_accuracy"] == pytest.approx(float(best["test_accuracy"]), abs=1e-4)
+    assert config["classes"] == [str(d) for d in range(10)] and (run_dir / "best" / "model.safetensors").is_file()
+
+    report = (run_dir / "report.md").read_text()
+    for section in ("# automl report: digits", "## Ranking", "## Predicted vs measured", "## Fine-tuning search",
+                    "## Best model on the test split", "## Time per stage"):
+        assert section in report
+    assert f"test accuracy {float(best['test_accuracy']):.1f}%" in report
+    figures = re.findall(r"!\[[^\]]*\]\(([^)]+\.png)\)", report)
+    assert {"ranking.png", "predicted_vs_measured.png", "optimization_history.png", "learning_curves.png",
+            "confusion_matrix.png", "stage_times.png"} <= set(figures)
+    for figure in figures:
+        assert_png(run_dir / figure)
+
+    test_folder = next((tmp_path / "cache" / "tasks").glob("digits-*")) / "test"
+    predicted = subprocess.run([sys.executable, "-m", "automl.predict", f"model={run_dir / 'best'}",
+                                f"images={test_folder}", f"out={tmp_path / 'predictions.csv'}"],
+                               capture_output=True, text=True, env=_env(), timeout=300)
+    assert predicted.returncode == 0, predicted.stderr
+    printed = float(re.search(r"accuracy: ([\d.]+)", predicted.stdout).group(1))
+    assert printed == pytest.approx(config["test_accuracy"], abs=1e-4)  # printed with 4 decimals
+    predictions = read_csv(tmp_path / "predictions.csv")
+    assert len(predictions) == len(list(test_folder.rglob("*.png")))
+    correct = [Path(row["path"]).parent.name == row["label"] for row in predictions]
+    assert 100 * np.mean(correct) == pytest.approx(config["test_accuracy"], rel=1e-12)
+
+
+def test_multirun_over_two_tasks_gives_two_run_folders(small_demo_bank, tmp_path):
+    sweep = tmp_path / "sweep"
+    automl("-m", *base_overrides(small_demo_bank, tmp_path), *QUICK_FINETUNE, "task=digits,shapes",
+           "finetune.top_k=1", "finetune.n_trials=1", f"hydra.sweep.dir={sweep}", cwd=tmp_path)
+    runs = sorted(path for path in sweep.iterdir() if path.is_dir() and not path.name.startswith("."))
+    assert [path.name for path in runs] == ["0_digits", "1_shapes"]
+    for path in runs:
+        assert len(read_csv(path / "ranking.csv")) == 4
+        assert len(read_csv(path / "finetune.csv")) == 1 and (path / "best" / "model.safetensors").is_file()
+        assert (path / "report.md").is_file()
