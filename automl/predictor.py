@@ -9,12 +9,13 @@
   gaining more from fine-tuning): ``signal = z(primary) + plasticity × (depth / 50 − 1)``, the capacity
   term centred on a ResNet-50-deep model so the level of the prior stays the linear-probe accuracy,
   clipped to ±``PRIOR_MAX_SIGNAL`` so one outlying score cannot dominate.
-* ``mean = linear + points_per_z × signal``, clipped to [0, 100].
-* Defaults (``points_per_z=10``, ``plasticity=0``) are what ``python -m automl.bench`` measured best on
-  the demo bank x builtin targets: PARC moving the linear-probe accuracy by 10 points per bank standard
-  deviation ranks as well as PARC alone (top-1 regret 1.4 points) while the paper's depth term *hurt*
-  every score there (its deepest models, the ViTs, fine-tune worst); ``plasticity=1`` is the paper's
-  ensemble.
+* ``mean = 100 · sigmoid(logit(linear / 100) + logits_per_z × signal)``: the shift happens in logit
+  space, so it never leaves [0, 100] and models near the top keep their order instead of all clipping
+  to 100% (0.4 logits ≈ 10 accuracy points around 50%, ≈ 3 points around 92%).
+* Defaults (``logits_per_z=0.4``, ``plasticity=0``) are what ``python -m automl.bench`` measured on the
+  demo bank x builtin targets (README, "Which ranking"): PARC moving the linear-probe accuracy ranks
+  better than the linear probe alone, while the paper's depth term *hurt* every score there (its deepest
+  models, the ViTs, fine-tune worst); ``plasticity=1`` is the paper's ensemble.
 * ``std = PRIOR_STD_FLOOR + PRIOR_STD_HEADROOM × (100 − linear)``: the probe says little about how much
   of the remaining headroom fine-tuning recovers, so the interval widens with the headroom.
 
@@ -54,7 +55,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
-from scipy import stats
+from scipy import special, stats
 from sklearn.impute import SimpleImputer
 from sklearn.linear_model import BayesianRidge
 from sklearn.pipeline import Pipeline, make_pipeline
@@ -171,7 +172,8 @@ class AccuracyPredictor:
 
     Args:
         primary: the transferability score used in the prior's ensemble signal (a key of ``scores_z``).
-        points_per_z: accuracy points the prior moves per bank standard deviation of the signal; >= 0.
+        logits_per_z: how far (in logits of the accuracy) the prior moves per bank standard deviation of
+            the signal; >= 0.
         plasticity: weight of PARC's depth/50 capacity term in the signal (0 = off, 1 = the paper); >= 0.
         interval: central probability mass of ``[low, high]``, in (0, 1).
         prior_weight: how many tasks' worth of evidence the prior counts as when mixing it with the
@@ -182,18 +184,18 @@ class AccuracyPredictor:
     ``score_names_``.
     """
 
-    def __init__(self, primary: str = "parc", *, points_per_z: float = 10.0, plasticity: float = 0.0,
+    def __init__(self, primary: str = "parc", *, logits_per_z: float = 0.4, plasticity: float = 0.0,
                  interval: float = 0.8, prior_weight: float = 1.0):
         if not isinstance(primary, str) or not primary:
             raise ValueError(f"primary must be a score name, got {primary!r}")
-        if not (points_per_z >= 0 and plasticity >= 0):
-            raise ValueError(f"points_per_z={points_per_z} and plasticity={plasticity} must be >= 0")
+        if not (logits_per_z >= 0 and plasticity >= 0):
+            raise ValueError(f"logits_per_z={logits_per_z} and plasticity={plasticity} must be >= 0")
         if not 0.0 < interval < 1.0:
             raise ValueError(f"interval must be in (0, 1), got {interval}")
         if not prior_weight > 0:
             raise ValueError(f"prior_weight must be > 0, got {prior_weight}")
         self.primary = primary
-        self.points_per_z, self.plasticity = float(points_per_z), float(plasticity)
+        self.logits_per_z, self.plasticity = float(logits_per_z), float(plasticity)
         self.interval = float(interval)
         self.prior_weight = float(prior_weight)
         self.n_records_ = 0
@@ -265,7 +267,8 @@ class AccuracyPredictor:
         depth = np.array([_positive_or_nan(c.model_meta.get("depth")) for c in candidates])
         capacity = np.nan_to_num(depth / PLASTICITY_DEPTH - 1.0)  # unknown depth: no capacity shift
         signal = np.clip(np.nan_to_num(z) + self.plasticity * capacity, -PRIOR_MAX_SIGNAL, PRIOR_MAX_SIGNAL)
-        mean = np.clip(linear + self.points_per_z * signal, 0.0, 100.0)
+        anchor = special.logit(np.clip(linear / 100.0, 1e-3, 1 - 1e-3))  # 0% and 100% have no logit
+        mean = 100.0 * special.expit(anchor + self.logits_per_z * signal)
         return mean, PRIOR_STD_FLOOR + PRIOR_STD_HEADROOM * (100.0 - linear)
 
     def _features(self, candidates: Sequence[Candidate]) -> np.ndarray:

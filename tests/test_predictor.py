@@ -70,19 +70,21 @@ def test_zscore_bank():
 
 
 def test_prior_formula_interval_and_range():
-    predictor = AccuracyPredictor(points_per_z=2.0, plasticity=1.0)
-    prediction = predictor.predict([candidate(linear=70.0, z=1.0, depth=100), candidate(linear=99.5, z=2.0)])
-    assert_valid(prediction, 2)
-    assert prediction.mean[0] == pytest.approx(70.0 + 2.0 * (1.0 + 100 / 50 - 1))
-    assert prediction.mean[1] == pytest.approx(100.0)  # clipped, not 103.5
-    default = AccuracyPredictor().predict([candidate(linear=70.0, z=1.0, depth=100)])
-    assert default.mean[0] == pytest.approx(70.0 + 10.0 * 1.0)  # defaults: 10 points per z, no depth term
+    predictor = AccuracyPredictor(logits_per_z=0.5, plasticity=1.0)
+    prediction = predictor.predict([candidate(linear=70.0, z=1.0, depth=100), candidate(linear=99.5, z=2.0),
+                                    candidate(linear=99.5, z=1.0)])
+    assert_valid(prediction, 3)
+    logit = math.log(0.7 / 0.3) + 0.5 * (1.0 + 100 / 50 - 1)  # signal 2: z plus the capacity term
+    assert prediction.mean[0] == pytest.approx(100 / (1 + math.exp(-logit)))
+    assert 99.5 < prediction.mean[2] < prediction.mean[1] < 100.0  # near 100%: still ordered, never above
+    default = AccuracyPredictor().predict([candidate(linear=50.0, z=1.0, depth=100)])
+    assert default.mean[0] == pytest.approx(100 / (1 + math.exp(-0.4)))  # defaults: 0.4 logits per z, no depth
     assert prediction.high[0] - prediction.low[0] > 10  # honest: a wide interval without history
     assert not predictor.is_calibrated
 
 
 def test_prior_ordering_follows_the_plasticity_ensemble():
-    paper = AccuracyPredictor(points_per_z=2.0, plasticity=1.0)
+    paper = AccuracyPredictor(logits_per_z=0.1, plasticity=1.0)
     by_score = paper.predict([candidate(z=z) for z in (-1.5, -0.2, 0.4, 1.7)]).mean
     assert np.all(np.diff(by_score) > 0)
     by_depth = paper.predict([candidate(depth=d) for d in (10, 30, 70, 150)]).mean
