@@ -72,7 +72,7 @@ def resolve_score_names(requested: Sequence[str] | None) -> list[str]:
 def predictor_options(rank_cfg: Mapping) -> dict:
     """:class:`AccuracyPredictor` arguments from the ``rank`` config group (primary score and prior weights)."""
     prior = rank_cfg.get("prior") or {}
-    return {"primary": str(rank_cfg["primary"]), "logits_per_z": float(prior.get("logits_per_z", 0.4)),
+    return {"primary": str(rank_cfg["primary"]), "logits_per_z": float(prior.get("logits_per_z", 1.6)),
             "plasticity": float(prior.get("plasticity", 0.0))}
 
 

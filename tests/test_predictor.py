@@ -78,7 +78,7 @@ def test_prior_formula_interval_and_range():
     assert prediction.mean[0] == pytest.approx(100 / (1 + math.exp(-logit)))
     assert 99.5 < prediction.mean[2] < prediction.mean[1] < 100.0  # near 100%: still ordered, never above
     default = AccuracyPredictor().predict([candidate(linear=50.0, z=1.0, depth=100)])
-    assert default.mean[0] == pytest.approx(100 / (1 + math.exp(-0.4)))  # defaults: 0.4 logits per z, no depth
+    assert default.mean[0] == pytest.approx(100 / (1 + math.exp(-1.6)))  # defaults: 1.6 logits per z, no depth
     assert prediction.high[0] - prediction.low[0] > 10  # honest: a wide interval without history
     assert not predictor.is_calibrated
 
