@@ -121,8 +121,9 @@ def load_bank(cfg: Mapping, cache_dir: str | os.PathLike) -> Bank:
 
     ``cfg`` is either inline, ``{name, models: [...]}`` (relative weight paths are relative to the
     working directory), or ``{name, dir}`` naming a folder with a ``bank.yaml`` manifest (paths
-    relative to the manifest). ``build: demo`` builds the offline demo bank into ``dir`` (default
-    ``cache_dir/banks/<name>``) when its manifest is missing.
+    relative to the manifest; the manifest's own name wins over ``cfg``'s). ``build: demo`` builds the
+    offline demo bank when its manifest is missing, but only in its own folder ``cache_dir/banks/<name>``:
+    a ``dir`` elsewhere without a manifest is an error, never a surprise build.
     """
     cfg = to_container(cfg)
     if not isinstance(cfg, Mapping):
@@ -140,11 +141,14 @@ def load_bank(cfg: Mapping, cache_dir: str | os.PathLike) -> Bank:
 
     if cfg.get("dir") is None and build is None:
         raise BankError(f"bank config: set `models` (an inline bank) or `dir` (a folder with {MANIFEST})")
-    folder = Path(cfg.get("dir") or Path(cache_dir) / "banks" / _require_name(cfg, "bank config")).expanduser()
-    manifest = folder.resolve() / MANIFEST
+    own_folder = (Path(cache_dir) / "banks" / str(cfg.get("name") or "")).expanduser().resolve()
+    folder = Path(cfg.get("dir") or own_folder).expanduser().resolve()
+    manifest = folder / MANIFEST
     if not manifest.is_file():
-        if build is None:
-            raise BankError(f"{manifest}: bank manifest not found (bank.dir={cfg.get('dir')})")
+        if build is None or folder != own_folder or not cfg.get("name"):
+            hint = (f"; the {build} bank is built only in {own_folder} (build one here with "
+                    f"`python -m automl.bank build --out {folder}`)" if build else "")
+            raise BankError(f"{manifest}: bank manifest not found (bank.dir={cfg.get('dir')}){hint}")
         from automl.demo_bank import build_demo_bank
 
         log.info("bank %s: %s is missing; building the offline demo bank", cfg.get("name"), manifest)
@@ -156,7 +160,7 @@ def load_bank(cfg: Mapping, cache_dir: str | os.PathLike) -> Bank:
     if not isinstance(data, Mapping):
         raise BankError(f"{manifest}: expected a mapping with `name` and `models`, got {type(data).__name__}")
     _check_keys(data, {"name", "models"}, str(manifest))
-    name = cfg.get("name") or _require_name(data, str(manifest))
+    name = data.get("name") or _require_name(cfg, str(manifest))
     return _parse_bank(name, data.get("models"), origin=str(manifest), root=manifest.parent)
 
 

@@ -93,9 +93,13 @@ def test_missing_manifest_is_built_when_asked(tmp_path, monkeypatch):
     monkeypatch.setattr(demo_bank, "build_demo_bank", fake_build)
     bank = load_bank({"name": "demo", "build": "demo"}, tmp_path / "cache")
     assert built == [(tmp_path / "cache" / "banks" / "demo").resolve()]
-    assert bank.name == "demo" and bank.entries[0].name == "m"
+    assert bank.name == "mine" and bank.entries[0].name == "m"  # the manifest's own name
     load_bank({"name": "demo", "build": "demo"}, tmp_path / "cache")
     assert len(built) == 1  # the manifest exists now
+    # bank.dir pointing elsewhere (a typo, an empty folder) is an error, not a surprise demo build there
+    with pytest.raises(BankError, match=r"bank manifest not found .*built only in .*python -m automl.bank build"):
+        load_bank({"name": "demo", "build": "demo", "dir": str(tmp_path / "elsewhere")}, tmp_path / "cache")
+    assert len(built) == 1
 
 
 def test_num_classes_replaces_or_removes_the_head(tmp_path):
