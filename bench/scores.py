@@ -8,7 +8,7 @@ the naive version below (both single-threaded: the library limits BLAS/OpenMP to
 the naive versions run under threadpoolctl's limit), their ratio, and |ours - naive| on the same data.
 The naive versions follow the published code line by line: PARC / H-score / kNN from dbolya/parc
 methods.py, LogME / LEEP / NCE from thuml/LogME, the shrinkage H-score from tllib, N-LEEP as in
-TencentARC/SFDA (with this library's mixture settings). The one change: naive PARC builds the label
+TencentARC/SFDA (with this library's mixture settings), the linear probe as scikit-learn steps. The one change: naive PARC builds the label
 dissimilarity exactly, as the library does (see automl/transferability/parc.py for why).
 """
 
@@ -28,8 +28,10 @@ from rich.table import Table
 from sklearn.covariance import LedoitWolf
 from sklearn.decomposition import PCA
 from sklearn.exceptions import ConvergenceWarning
+from sklearn.linear_model import LogisticRegression
 from sklearn.metrics import pairwise_distances
 from sklearn.mixture import GaussianMixture
+from sklearn.model_selection import StratifiedKFold
 from sklearn.preprocessing import StandardScaler
 from threadpoolctl import threadpool_limits
 
@@ -169,11 +171,25 @@ def naive_knn(features, labels, probs, k=1):
     return 100 * (preds == labels.reshape(n, -1)).mean()
 
 
+def naive_linear(features, labels, probs, n_dims=64, folds=5):
+    """The linear probe written out: PCA, then per fold a scaler and a logistic regression fitted on the
+    training part and scored on the held-out part."""
+    x = feature_reduce(features, min(n_dims, features.shape[1]))
+    splits = StratifiedKFold(n_splits=min(folds, np.bincount(labels).min()), shuffle=True, random_state=0)
+    accuracies = []
+    for train, test in splits.split(x, labels):
+        scaler = StandardScaler().fit(x[train])
+        probe = LogisticRegression(C=1.0, max_iter=300).fit(scaler.transform(x[train]), labels[train])
+        accuracies.append(np.mean(probe.predict(scaler.transform(x[test])) == labels[test]))
+    return 100 * np.mean(accuracies)
+
+
 NAIVE: dict[str, Callable[[np.ndarray, np.ndarray, np.ndarray], float]] = {
     "hscore": naive_hscore,
     "hscore_shrink": naive_hscore_shrink,
     "knn": naive_knn,
     "leep": naive_leep,
+    "linear": naive_linear,
     "logme": naive_logme,
     "nce": naive_nce,
     "nleep": naive_nleep,
