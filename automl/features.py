@@ -108,14 +108,19 @@ def _forward(entry: BankEntry, model: nn.Module, config: dict[str, Any], images:
     mean = torch.tensor(config["mean"], device=device).view(1, -1, 1, 1) * 255
     std = torch.tensor(config["std"], device=device).view(1, -1, 1, 1) * 255
     features, probs = [], []
+    checked, head = False, None  # head: the classifier that maps pre-logits to logits, checked on batch 1
     try:
         with torch.inference_mode():
             for start in range(0, len(images), batch_size):
                 x = pixels(images[start : start + batch_size]).to(device).float().sub_(mean).div_(std)
                 tokens = model.forward_features(x)
-                features.append(model.forward_head(tokens, pre_logits=True).float().cpu())
+                pre_logits = model.forward_head(tokens, pre_logits=True)
+                features.append(pre_logits.float().cpu())
                 if entry.num_classes > 0:
-                    probs.append(model.forward_head(tokens).float().softmax(dim=-1).cpu())
+                    if not checked:
+                        checked, head = True, _classifier_of_pre_logits(model, tokens, pre_logits)
+                    logits = head(pre_logits) if head is not None else model.forward_head(tokens)
+                    probs.append(logits.float().softmax(dim=-1).cpu())
     except RuntimeError as exc:  # shape errors, e.g. a fixed-size model given another image_size
         raise FeatureError(f"{entry.label}: forward pass failed on input {config['input_size']}: {exc}") from exc
     stacked = torch.cat(features)
@@ -123,6 +128,23 @@ def _forward(entry: BankEntry, model: nn.Module, config: dict[str, Any], images:
         raise FeatureError(f"{entry.label}: forward_head(pre_logits=True) gave shape {list(stacked.shape)}, "
                            "expected [N, D]; set a global_pool in the entry's kwargs")
     return stacked.numpy(), torch.cat(probs).numpy() if probs else None
+
+
+def _classifier_of_pre_logits(model: nn.Module, tokens: torch.Tensor, pre_logits: torch.Tensor) -> nn.Module | None:
+    """The module that turns this model's pre-logits into its logits, or None.
+
+    timm's pre-logits are the input of ``get_classifier()``, so applying it saves pooling the tokens a
+    second time for the probabilities. Checked against ``forward_head`` on the first batch: a model where
+    it does not hold (extra head stages) gets None and the full head.
+    """
+    head = model.get_classifier() if hasattr(model, "get_classifier") else None
+    if not isinstance(head, nn.Module):
+        return None
+    try:
+        same = torch.allclose(head(pre_logits), model.forward_head(tokens), rtol=1e-4, atol=1e-5)
+    except RuntimeError:  # shapes that do not fit: the head has more stages
+        return None
+    return head if same else None
 
 
 def _pixels(config: dict[str, Any]) -> Callable[[Sequence[Image.Image]], torch.Tensor]:
