@@ -259,7 +259,8 @@ def test_resume_after_sigkill_keeps_finished_trials_and_counts_exactly(env, tmp_
     assert trials[0].state == first.state and trials[0].value == first.value  # kept, not rerun
     assert trials[1].state == TrialState.FAIL and not counts(trials[1])  # failed by the heartbeat
     retry = [t for t in trials if t.system_attrs.get("failed_trial") == 1]
-    assert len(retry) == 1 and retry[0].params == trials[1].params and counts(retry[0])
+    # the kill may land while trial 1 is still sampling: its retry keeps every sampled value, samples the rest
+    assert len(retry) == 1 and trials[1].params.items() <= retry[0].params.items() and counts(retry[0])
     assert sum(counts(t) for t in trials) == 3
 
 
