@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import sys
 from pathlib import Path
 
 import hydra
@@ -14,7 +15,12 @@ from automl.pipeline import run
 
 @hydra.main(version_base="1.3", config_path="../conf", config_name="config")
 def main(cfg: DictConfig) -> float | None:
-    return run(cfg, Path(HydraConfig.get().runtime.output_dir))
+    try:
+        return run(cfg, Path(HydraConfig.get().runtime.output_dir))
+    except KeyboardInterrupt:
+        print("interrupted: caches, finished trials and the history are kept, a running trial is queued again; "
+              "rerun the same command to resume", file=sys.stderr)
+        raise SystemExit(130) from None
 
 
 if __name__ == "__main__":

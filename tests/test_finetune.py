@@ -13,6 +13,7 @@ import time
 import uuid
 from pathlib import Path
 
+import lightning.pytorch as pl
 import optuna
 import pytest
 import timm
@@ -24,6 +25,7 @@ from automl.bank import load_bank
 from automl.config import compose, storage_url
 from automl.finetune import load_outcome, run_finetune
 from automl.finetune.export import ExportError, load_exported, read_config
+from automl.finetune.fit import fit_once
 from automl.finetune.module import FinetuneModule, Hparams, backbone_blocks, build_optimizer, freeze
 from automl.finetune.search import Budget, OverBudget, SearchSpace, counts, open_storage
 from automl.predict import main as predict_main
@@ -163,6 +165,24 @@ def test_budget_admission_is_exact_when_trials_race(tmp_path):
     assert sum(counts(t) for t in study.trials) == 2
 
 
+class _CtrlC(pl.Callback):
+    """Ctrl-C as Python delivers it: a KeyboardInterrupt raised wherever the training loop is."""
+
+    def on_train_batch_end(self, *args) -> None:
+        raise KeyboardInterrupt
+
+
+def test_ctrl_c_in_a_fit_stays_a_keyboard_interrupt_and_ctrl_c_keeps_working(env, tmp_path):
+    _, task, bank = setup(env, overrides(env, tmp_path, 1))
+    previous = signal.signal(signal.SIGINT, signal.default_int_handler)  # as in a terminal, even when run in
+    try:  # the background; Lightning alone raises SystemExit(1) and leaves SIGINT ignored
+        with pytest.raises(KeyboardInterrupt):
+            fit_once(bank[0], task, hparams(batch_size=32), callbacks=[_CtrlC()], limit_train_batches=2)
+        assert signal.getsignal(signal.SIGINT) is signal.default_int_handler
+    finally:
+        signal.signal(signal.SIGINT, previous)
+
+
 # ------------------------------------------------------------------------------- search in process
 def test_search_fails_a_nan_trial_exports_best_and_predict_reproduces_it(env, tmp_path, capsys):
     # Trials 0, 1: the per-model defaults; trial 2: a history warm start with an absurd learning rate.
@@ -227,8 +247,10 @@ def test_predict_reports_bad_inputs(tmp_path, capsys):
 
 # ------------------------------------------------------------------------------------ worker processes
 def start_worker(args: list[str], run_dir: Path, log: Path) -> subprocess.Popen:
+    # SIGINT at its default even where the test runner inherited it ignored (a background CI job)
     return subprocess.Popen([sys.executable, "-m", "automl.finetune.search", "--run-dir", str(run_dir), *args],
-                            cwd=REPO, stdout=log.open("w"), stderr=subprocess.STDOUT)
+                            cwd=REPO, stdout=log.open("w"), stderr=subprocess.STDOUT,
+                            preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
 
 
 def finish(process: subprocess.Popen, log: Path, timeout: float = 150) -> None:
@@ -262,6 +284,34 @@ def test_resume_after_sigkill_keeps_finished_trials_and_counts_exactly(env, tmp_
     # the kill may land while trial 1 is still sampling: its retry keeps every sampled value, samples the rest
     assert len(retry) == 1 and trials[1].params.items() <= retry[0].params.items() and counts(retry[0])
     assert sum(counts(t) for t in trials) == 3
+
+
+def test_ctrl_c_mid_fit_exits_130_and_the_rerun_trains_that_trial_again(env, tmp_path):
+    args = overrides(env, tmp_path, 2, "finetune.max_epochs=8", "finetune.default_hparams.epochs=8",
+                     "finetune.warm_start=false", "finetune.pruner=none")
+    cfg = compose(args)
+    worker = start_worker(args, tmp_path / "run", tmp_path / "first.log")
+    deadline = time.monotonic() + 120
+    while True:  # Ctrl-C once trial 0 has validated an epoch: inside Lightning's fit
+        assert worker.poll() is None and time.monotonic() < deadline, (tmp_path / "first.log").read_text()[-3000:]
+        try:
+            trials = load(cfg).trials
+        except (KeyError, ValueError):
+            trials = []
+        if trials and trials[0].state == TrialState.RUNNING and trials[0].intermediate_values:
+            break
+        time.sleep(0.1)
+    worker.send_signal(signal.SIGINT)
+    assert worker.wait(timeout=60) == 130
+    assert "rerun the same command to resume" in (tmp_path / "first.log").read_text()
+    interrupted, queued = load(cfg).trials
+    assert interrupted.state == TrialState.FAIL and interrupted.user_attrs["interrupted"] and not counts(interrupted)
+    assert queued.state == TrialState.WAITING and queued.system_attrs["fixed_params"] == interrupted.params
+
+    finish(start_worker(args, tmp_path / "run", tmp_path / "second.log"), tmp_path / "second.log")
+    trials = load(cfg).trials
+    assert trials[1].state == TrialState.COMPLETE and trials[1].params == interrupted.params
+    assert sum(counts(t) for t in trials) == 2
 
 
 @pytest.mark.parametrize("backend", ["sqlite", "postgresql"])

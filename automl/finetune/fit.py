@@ -13,6 +13,8 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import signal
+import threading
 import time
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
@@ -74,7 +76,7 @@ def fit_once(entry: BankEntry, task: Task, hparams: Hparams, *, device: str = "c
     module = FinetuneModule(model, task.num_classes, hparams)
     trainer = make_trainer(hparams.epochs, device, precision=precision, callbacks=callbacks,
                            limit_train_batches=limit_train_batches, progress_bar=progress_bar)
-    trainer.fit(module, datamodule=datamodule)
+    _fit_interruptibly(trainer, module, datamodule)
     if module.best_state is None:
         raise RuntimeError(f"{entry.name} on {task.name}: no validation epoch finished")
     model.load_state_dict(module.best_state)
@@ -89,6 +91,26 @@ def fit_once(entry: BankEntry, task: Task, hparams: Hparams, *, device: str = "c
         best_state=module.best_state,
         data_config=datamodule.data_config,
     )
+
+
+def _fit_interruptibly(trainer: pl.Trainer, module: pl.LightningModule, datamodule: pl.LightningDataModule) -> None:
+    """``trainer.fit`` with Ctrl-C kept a KeyboardInterrupt.
+
+    Lightning answers Ctrl-C by ignoring SIGINT for good and raising ``SystemExit(1)``: a caller could not
+    tell it from a real exit, and the process would be deaf to the next Ctrl-C. The handler is restored
+    and the interrupt re-raised as what it is.
+    """
+    in_main_thread = threading.current_thread() is threading.main_thread()
+    handler = signal.getsignal(signal.SIGINT)
+    try:
+        trainer.fit(module, datamodule=datamodule)
+    except SystemExit as exc:
+        if trainer.interrupted:
+            raise KeyboardInterrupt from exc
+        raise
+    finally:
+        if in_main_thread and handler is not None:
+            signal.signal(signal.SIGINT, handler)
 
 
 @contextlib.contextmanager

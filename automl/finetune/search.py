@@ -422,10 +422,10 @@ class _Search:
         except Exception as exc:
             trial.set_user_attr(_FAIL_REASON, f"{type(exc).__name__}: {exc}"[:2000])
             raise
-        except (KeyboardInterrupt, SystemExit) as exc:  # Lightning turns Ctrl-C into SystemExit
+        except KeyboardInterrupt:
             trial.set_user_attr("interrupted", True)
             trial.study.enqueue_trial(trial.params)  # run it again on resume, without waiting for staleness
-            raise KeyboardInterrupt from exc
+            raise
         finally:
             trial.set_user_attr("seconds", round(time.monotonic() - start, 3))
 
