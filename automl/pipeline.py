@@ -148,17 +148,13 @@ def _summary(ranking: Ranking | None, outcome, seconds: dict[str, float], run_di
     table = Table(title=f"automl summary — {run_dir}")
     table.add_column("model")
     table.add_column("predicted acc %", justify="right")
-    table.add_column("measured test acc %", justify="right")
-    measured = {}
-    if outcome is not None:
-        for trial in outcome.trials:
-            if trial.state == "COMPLETE" and trial.test_accuracy is not None:
-                best = measured.get(trial.model)
-                if best is None or trial.val_accuracy > best[0]:
-                    measured[trial.model] = (trial.val_accuracy, trial.test_accuracy)
-    for model in (ranking.top(max(3, len(measured))) if ranking else []):
+    table.add_column("trials", justify="right")
+    table.add_column("fine-tuned", justify="right")
+    trials = outcome.trials if outcome is not None else []
+    tried = {trial.model for trial in trials}
+    for model in (ranking.top(max(3, len(tried))) if ranking else []):
         table.add_row(model.name, f"{model.predicted:.1f} [{model.low:.1f}, {model.high:.1f}]",
-                      f"{measured[model.name][1]:.1f}" if model.name in measured else "—")
+                      str(sum(trial.model == model.name for trial in trials)), _fine_tuned(model.name, trials))
     best = outcome.best if outcome is not None else None
     captions = []
     if best is not None:
@@ -166,3 +162,12 @@ def _summary(ranking: Ranking | None, outcome, seconds: dict[str, float], run_di
     captions.append("time: " + ", ".join(f"{name} {secs:.0f}s" for name, secs in seconds.items()))
     table.caption = "\n".join(captions)
     return table
+
+
+def _fine_tuned(model: str, trials) -> str:
+    """The best measured test accuracy of ``model``'s complete trials, else how far its pruned ones got."""
+    complete = [t for t in trials if t.model == model and t.state == "COMPLETE" and t.test_accuracy is not None]
+    if complete:
+        return f"test {max(complete, key=lambda t: t.val_accuracy).test_accuracy:.1f}"
+    pruned = [t.val_accuracy for t in trials if t.model == model and t.state == "PRUNED" and t.val_accuracy is not None]
+    return f"pruned (val {max(pruned):.1f})" if pruned else "—"

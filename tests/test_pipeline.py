@@ -145,6 +145,8 @@ def test_main_command_end_to_end(small_demo_bank, tmp_path):
     assert config["val_accuracy"] == pytest.approx(float(best["val_accuracy"]), abs=1e-4)  # CSV: 4 decimals
     assert config["test_accuracy"] == pytest.approx(float(best["test_accuracy"]), abs=1e-4)
     assert config["classes"] == [str(d) for d in range(10)] and (run_dir / "best" / "model.safetensors").is_file()
+    assert re.search(rf"{best['model']} .* {sum(t['model'] == best['model'] for t in trials)} .* test "
+                     rf"{float(best['test_accuracy']):.1f} ", result.stdout), result.stdout  # the summary's row
 
     report = (run_dir / "report.md").read_text()
     for section in ("# automl report: digits", "## Ranking", "## Predicted vs measured", "## Fine-tuning search",
