@@ -9,9 +9,12 @@
   gaining more from fine-tuning): ``signal = z(primary) + plasticity × (depth / 50 − 1)``, the capacity
   term centred on a ResNet-50-deep model so the level of the prior stays the linear-probe accuracy,
   clipped to ±``PRIOR_MAX_SIGNAL`` so one outlying score cannot dominate.
-* ``mean = 100 · sigmoid(logit(linear / 100) + logits_per_z × signal)``: the shift happens in logit
-  space, so it never leaves [0, 100] and models near the top keep their order instead of all clipping
-  to 100% (1.6 logits ≈ 33 accuracy points around 50%, ≈ 12 points around 92%).
+* ``mean = chance + (100 − chance) · sigmoid(logit(a) + logits_per_z × signal)`` with
+  ``a = (linear − chance) / (100 − chance)``, the linear probe's place between chance (``100 /
+  num_classes``; 0 when the task's class count is unknown) and 100%: the shift happens in logit space, so
+  it never leaves [chance, 100], models near the top keep their order instead of all clipping to 100%,
+  and a poor score cannot predict an accuracy below guessing (1.6 logits ≈ 33 accuracy points in the
+  middle of the range, ≈ 12 points near its top).
 * Defaults (``logits_per_z=1.6``, ``plasticity=0``) are what ``python -m automl.bench`` measured on the
   demo bank x builtin targets (README, "Which ranking"): of 0.2, 0.4, 0.8 and 1.6 logits per z, 1.6
   ranked best (Pearson 92.8, above PARC alone, with PARC's top-1 regret), while the paper's depth term
@@ -40,7 +43,7 @@ records. The prediction is a mixture of the calibrated model (weight ``s = T / (
 the prior (weight ``1 − s``): mean ``s·cal + (1 − s)·prior``, variance ``s·σ_cal² + (1 − s)·σ_prior² +
 s(1 − s)(cal − prior)²``. With fewer than ``MIN_RECORDS`` transfers it is the prior; with one task it is
 halfway (``prior_weight=1``); it approaches the calibrated model as tasks accumulate. Every mean and bound
-is clipped to [0, 100].
+is clipped to [chance, 100].
 
 :func:`leave_one_task_out` measures whether calibration helps: each task is predicted by a predictor
 fitted on the other tasks only, next to the prior's predictions of the same records.
@@ -105,7 +108,8 @@ class Candidate:
 @dataclass(frozen=True)
 class Prediction:
     """Predicted fine-tuned accuracy in percent for N candidates: ``mean``, ``low``, ``high``, each [N],
-    with ``0 <= low <= mean <= high <= 100`` (``low``/``high`` bound the central ``interval`` mass)."""
+    with ``chance <= low <= mean <= high <= 100`` (``low``/``high`` bound the central ``interval`` mass;
+    chance is ``100 / num_classes`` of the candidate's task, 0 when unknown)."""
 
     mean: np.ndarray
     low: np.ndarray
@@ -236,20 +240,20 @@ class AccuracyPredictor:
 
     def predict_prior(self, candidates: Sequence[Candidate]) -> Prediction:
         """The prior's prediction (ignores any fitted history)."""
-        return self._interval(*self._prior(candidates))
+        return self._interval(*self._prior(candidates), _chance(candidates))
 
     def predict(self, candidates: Sequence[Candidate]) -> Prediction:
         """Predicted fine-tuned accuracy for ``candidates`` (typically the whole bank on one task)."""
         prior_mean, prior_std = self._prior(candidates)
         if self._model is None:
-            return self._interval(prior_mean, prior_std)
+            return self._interval(prior_mean, prior_std, _chance(candidates))
         features = np.clip(self._features(candidates), self._low, self._high)
         residual, residual_std = self._model.predict(features, return_std=True)
         calibrated, calibrated_std = prior_mean + residual, np.maximum(residual_std, MIN_STD)
         s = self.weight_
         mean = s * calibrated + (1 - s) * prior_mean
         variance = s * calibrated_std**2 + (1 - s) * prior_std**2 + s * (1 - s) * (calibrated - prior_mean) ** 2
-        return self._interval(mean, np.sqrt(variance))
+        return self._interval(mean, np.sqrt(variance), _chance(candidates))
 
     def _prior(self, candidates: Sequence[Candidate]) -> tuple[np.ndarray, np.ndarray]:
         """Prior mean and std (accuracy points), each [N]."""
@@ -268,8 +272,10 @@ class AccuracyPredictor:
         depth = np.array([_positive_or_nan(c.model_meta.get("depth")) for c in candidates])
         capacity = np.nan_to_num(depth / PLASTICITY_DEPTH - 1.0)  # unknown depth: no capacity shift
         signal = np.clip(np.nan_to_num(z) + self.plasticity * capacity, -PRIOR_MAX_SIGNAL, PRIOR_MAX_SIGNAL)
-        anchor = special.logit(np.clip(linear / 100.0, 1e-3, 1 - 1e-3))  # 0% and 100% have no logit
-        mean = 100.0 * special.expit(anchor + self.logits_per_z * signal)
+        chance = _chance(candidates)
+        span = 100.0 - chance
+        above_chance = np.clip((linear - chance) / span, 1e-3, 1 - 1e-3)  # chance and 100% have no logit
+        mean = chance + span * special.expit(special.logit(above_chance) + self.logits_per_z * signal)
         return mean, PRIOR_STD_FLOOR + PRIOR_STD_HEADROOM * (100.0 - linear)
 
     def _features(self, candidates: Sequence[Candidate]) -> np.ndarray:
@@ -281,10 +287,10 @@ class AccuracyPredictor:
             rows.append([*z, _linear(c.scores), *_meta_features(c)])
         return np.array(rows, dtype=float).reshape(len(candidates), -1)
 
-    def _interval(self, mean: np.ndarray, std: np.ndarray) -> Prediction:
+    def _interval(self, mean: np.ndarray, std: np.ndarray, floor: np.ndarray) -> Prediction:
         half = stats.norm.ppf(0.5 + self.interval / 2) * std
-        mean = np.clip(mean, 0.0, 100.0)
-        return Prediction(mean, np.clip(mean - half, 0.0, 100.0), np.clip(mean + half, 0.0, 100.0))
+        mean = np.clip(mean, floor, 100.0)
+        return Prediction(mean, np.clip(mean - half, floor, 100.0), np.clip(mean + half, floor, 100.0))
 
 
 def _finite_or_nan(value: Any) -> float:
@@ -298,6 +304,12 @@ def _finite_or_nan(value: Any) -> float:
 def _positive_or_nan(value: Any) -> float:
     value = _finite_or_nan(value)
     return value if value > 0 else math.nan
+
+
+def _chance(candidates: Sequence[Candidate]) -> np.ndarray:
+    """[N] accuracy (percent) of guessing on each candidate's task: 100 / num_classes, 0 when unknown."""
+    classes = np.array([_finite_or_nan(c.task_meta.get("num_classes")) for c in candidates])
+    return np.where(classes >= 2, 100.0 / np.where(classes >= 2, classes, 1.0), 0.0)
 
 
 def _linear(scores: Mapping[str, float]) -> float | None:

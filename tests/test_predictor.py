@@ -74,13 +74,25 @@ def test_prior_formula_interval_and_range():
     prediction = predictor.predict([candidate(linear=70.0, z=1.0, depth=100), candidate(linear=99.5, z=2.0),
                                     candidate(linear=99.5, z=1.0)])
     assert_valid(prediction, 3)
-    logit = math.log(0.7 / 0.3) + 0.5 * (1.0 + 100 / 50 - 1)  # signal 2: z plus the capacity term
-    assert prediction.mean[0] == pytest.approx(100 / (1 + math.exp(-logit)))
+    logit = math.log(60 / 30) + 0.5 * (1.0 + 100 / 50 - 1)  # 70% is 60 of the 90 points above chance (10%);
+    assert prediction.mean[0] == pytest.approx(10 + 90 / (1 + math.exp(-logit)))  # signal 2: z + capacity term
     assert 99.5 < prediction.mean[2] < prediction.mean[1] < 100.0  # near 100%: still ordered, never above
-    default = AccuracyPredictor().predict([candidate(linear=50.0, z=1.0, depth=100)])
-    assert default.mean[0] == pytest.approx(100 / (1 + math.exp(-1.6)))  # defaults: 1.6 logits per z, no depth
+    default = AccuracyPredictor().predict([candidate(linear=55.0, z=1.0, depth=100)])
+    assert default.mean[0] == pytest.approx(10 + 90 / (1 + math.exp(-1.6)))  # defaults: 1.6 logits per z, no depth
     assert prediction.high[0] - prediction.low[0] > 10  # honest: a wide interval without history
     assert not predictor.is_calibrated
+
+
+def test_no_prediction_below_chance():
+    eight_classes = {**TASK_META, "num_classes": 8}
+    poor = [candidate(linear=16.0, z=z, task_meta=eight_classes) for z in (-3.0, -1.0)]
+    for predictor in (AccuracyPredictor(), AccuracyPredictor().fit(synthetic_history(4))):
+        prediction = predictor.predict(poor)
+        assert np.all(prediction.low >= 12.5) and np.all(prediction.mean > 12.5)
+    prior = AccuracyPredictor().predict(poor).mean
+    assert prior[0] < prior[1] < 16.0  # the prior keeps the score's order, in the 3.5 points above chance
+    unknown = Candidate("m", {"parc": -30.0, "linear": 16.0}, {"parc": -3.0})  # no class count: floor 0
+    assert AccuracyPredictor().predict([unknown]).mean[0] < 12.5
 
 
 def test_prior_ordering_follows_the_plasticity_ensemble():
