@@ -11,6 +11,7 @@ import sys
 import threading
 import time
 import uuid
+from collections.abc import Callable
 from pathlib import Path
 
 import lightning.pytorch as pl
@@ -257,21 +258,27 @@ def finish(process: subprocess.Popen, log: Path, timeout: float = 150) -> None:
     assert process.wait(timeout=timeout) == 0, log.read_text()[-4000:]
 
 
+def wait_for_trials(worker: subprocess.Popen, cfg, log: Path, ready: Callable[[list], bool]) -> None:
+    """Poll the worker's study until ``ready(trials)``; fail if the worker exits or 2 minutes pass first."""
+    deadline = time.monotonic() + 120
+    while True:
+        assert worker.poll() is None and time.monotonic() < deadline, log.read_text()[-3000:]
+        try:
+            trials = load(cfg).trials
+        except (KeyError, ValueError):  # the study (or its tables) does not exist yet
+            trials = []
+        if ready(trials):
+            return
+        time.sleep(0.1)
+
+
 def test_resume_after_sigkill_keeps_finished_trials_and_counts_exactly(env, tmp_path):
     args = overrides(env, tmp_path, 3, "finetune.heartbeat_interval=1", "finetune.grace_period=3",
                      "finetune.warm_start=false", "finetune.pruner=none")
     cfg = compose(args)
     worker = start_worker(args, tmp_path / "run", tmp_path / "first.log")
-    deadline = time.monotonic() + 120
-    while True:  # kill -9 while trial 1 runs (trial 0 finished)
-        assert worker.poll() is None and time.monotonic() < deadline, (tmp_path / "first.log").read_text()[-3000:]
-        try:
-            trials = load(cfg).trials
-        except (KeyError, ValueError):
-            trials = []
-        if len(trials) >= 2 and trials[0].state.is_finished() and trials[1].state == TrialState.RUNNING:
-            break
-        time.sleep(0.1)
+    wait_for_trials(worker, cfg, tmp_path / "first.log",  # kill -9 while trial 1 runs (trial 0 finished)
+                    lambda t: len(t) >= 2 and t[0].state.is_finished() and t[1].state == TrialState.RUNNING)
     worker.send_signal(signal.SIGKILL)
     worker.wait()
     first = load(cfg).trials[0]
@@ -291,16 +298,8 @@ def test_ctrl_c_mid_fit_exits_130_and_the_rerun_trains_that_trial_again(env, tmp
                      "finetune.warm_start=false", "finetune.pruner=none")
     cfg = compose(args)
     worker = start_worker(args, tmp_path / "run", tmp_path / "first.log")
-    deadline = time.monotonic() + 120
-    while True:  # Ctrl-C once trial 0 has validated an epoch: inside Lightning's fit
-        assert worker.poll() is None and time.monotonic() < deadline, (tmp_path / "first.log").read_text()[-3000:]
-        try:
-            trials = load(cfg).trials
-        except (KeyError, ValueError):
-            trials = []
-        if trials and trials[0].state == TrialState.RUNNING and trials[0].intermediate_values:
-            break
-        time.sleep(0.1)
+    wait_for_trials(worker, cfg, tmp_path / "first.log",  # Ctrl-C once trial 0 has validated an epoch: in the fit
+                    lambda t: len(t) >= 1 and t[0].state == TrialState.RUNNING and t[0].intermediate_values)
     worker.send_signal(signal.SIGINT)
     assert worker.wait(timeout=60) == 130
     assert "rerun the same command to resume" in (tmp_path / "first.log").read_text()
