@@ -8,6 +8,7 @@ other processes hits both alike. Printed: median images/second per loader-worker
 (goal: the trial reaches >= 90% of the plain loop).
 
     python bench/finetune.py [--arch test_resnet] [--epochs 4] [--rounds 2] [--workers 0 1 2] [--threads N]
+                             [--no-progress-bar]
 """
 
 from __future__ import annotations
@@ -28,6 +29,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from automl.config import compose
 from automl.finetune.data import TaskDataModule
+from automl.finetune.fit import quiet_libraries
 from automl.finetune.module import FinetuneModule, Hparams, build_optimizer, make_trainer
 from automl.tasks import load_task
 
@@ -52,13 +54,14 @@ class EpochTimer(pl.Callback):
         self.rates.append(self.images / (self.end - self.start))
 
 
-def trial_rates(task, hparams: Hparams, arch: str, workers: int) -> list[float]:
+def trial_rates(task, hparams: Hparams, arch: str, workers: int, progress_bar: bool) -> list[float]:
     pl.seed_everything(0, verbose=False)
     model = timm.create_model(arch, num_classes=task.num_classes)
     datamodule = TaskDataModule(task, DATA_CONFIG, hparams.batch_size, num_workers=workers)
     timer = EpochTimer()
-    trainer = make_trainer(hparams.epochs, "cpu", callbacks=[timer])
-    trainer.fit(FinetuneModule(model, task.num_classes, hparams), datamodule=datamodule)
+    trainer = make_trainer(hparams.epochs, "cpu", callbacks=[timer], progress_bar=progress_bar)
+    with quiet_libraries():  # as the search runs its trials
+        trainer.fit(FinetuneModule(model, task.num_classes, hparams), datamodule=datamodule)
     return timer.rates[1:]
 
 
@@ -90,6 +93,8 @@ def main() -> None:
     parser.add_argument("--batch-size", type=int, default=64)
     parser.add_argument("--workers", type=int, nargs="+", default=[0, 1, 2])
     parser.add_argument("--threads", type=int, default=None, help="torch intra-op threads (default: torch's)")
+    parser.add_argument("--progress-bar", action=argparse.BooleanOptionalAction, default=True,
+                        help="the trial's progress bar (finetune.progress_bar, on by default)")
     args = parser.parse_args()
     if args.threads is not None:
         torch.set_num_threads(args.threads)
@@ -105,7 +110,7 @@ def main() -> None:
     for workers in args.workers:
         trial, plain = [], []
         for _ in range(args.rounds):
-            trial += trial_rates(task, hparams, args.arch, workers)
+            trial += trial_rates(task, hparams, args.arch, workers, args.progress_bar)
             plain += plain_rates(task, hparams, args.arch, workers)
         rows.append((workers, statistics.median(trial), statistics.median(plain)))
     print(f"\n{'workers':>7}  {'trial img/s':>11}  {'plain img/s':>11}  {'trial/plain':>11}")
