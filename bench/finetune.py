@@ -59,8 +59,8 @@ def trial_rates(task, hparams: Hparams, arch: str, workers: int, progress_bar: b
     model = timm.create_model(arch, num_classes=task.num_classes)
     datamodule = TaskDataModule(task, DATA_CONFIG, hparams.batch_size, num_workers=workers)
     timer = EpochTimer()
-    trainer = make_trainer(hparams.epochs, "cpu", callbacks=[timer], progress_bar=progress_bar)
     with quiet_libraries():  # as the search runs its trials
+        trainer = make_trainer(hparams.epochs, "cpu", callbacks=[timer], progress_bar=progress_bar)
         trainer.fit(FinetuneModule(model, task.num_classes, hparams), datamodule=datamodule)
     return timer.rates[1:]
 
