@@ -148,13 +148,16 @@ def _summary(ranking: Ranking | None, outcome, seconds: dict[str, float], run_di
     table = Table(title=f"automl summary — {run_dir}")
     table.add_column("model")
     table.add_column("predicted acc %", justify="right")
-    table.add_column("trials", justify="right")
-    table.add_column("fine-tuned", justify="right")
+    if outcome is not None:
+        table.add_column("trials", justify="right")
+        table.add_column("fine-tuned", justify="right")
     trials = outcome.trials if outcome is not None else []
     tried = {trial.model for trial in trials}
     for model in (ranking.top(max(3, len(tried))) if ranking else []):
-        table.add_row(model.name, f"{model.predicted:.1f} [{model.low:.1f}, {model.high:.1f}]",
-                      str(sum(trial.model == model.name for trial in trials)), _fine_tuned(model.name, trials))
+        cells = [model.name, f"{model.predicted:.1f} [{model.low:.1f}, {model.high:.1f}]"]
+        if outcome is not None:
+            cells += [str(sum(trial.model == model.name for trial in trials)), _fine_tuned(model.name, trials)]
+        table.add_row(*cells)
     best = outcome.best if outcome is not None else None
     captions = []
     if best is not None:
