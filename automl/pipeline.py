@@ -150,7 +150,7 @@ def _summary(ranking: Ranking | None, outcome, seconds: dict[str, float], run_di
     table.add_column("predicted acc %", justify="right")
     if outcome is not None:
         table.add_column("trials", justify="right")
-        table.add_column("fine-tuned", justify="right")
+        table.add_column("measured acc %", justify="right")
     trials = outcome.trials if outcome is not None else []
     tried = {trial.model for trial in trials}
     for model in (ranking.top(max(3, len(tried))) if ranking else []):
