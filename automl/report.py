@@ -3,7 +3,7 @@
 Figures (PNG, next to the report):
 
 * ``ranking.png`` — every bank model's predicted accuracy with its 80% interval, measured accuracy on top
-  for the fine-tuned ones;
+  for the fine-tuned ones, and the chance level (100 / classes), below which nothing is predicted;
 * ``predicted_vs_measured.png`` — the fine-tuned candidates' predicted vs measured test accuracy;
 * ``optimization_history.png`` and ``param_importances.png`` — Optuna's own matplotlib visualizations;
 * ``confusion_matrix.png`` — the exported model on the test split;
@@ -65,6 +65,8 @@ def plot_ranking(ranking: Ranking, measured: Mapping[str, float], path: Path) ->
     if hit:
         ax.scatter([measured[models[i].name] for i in hit], y[hit], marker="*", s=160, color="black", zorder=3,
                    label="measured after fine-tuning")
+    ax.axvline(100 / ranking.task.num_classes, color="grey", linestyle="--", linewidth=1,
+               label=f"chance ({ranking.task.num_classes} classes)")
     ax.set_yticks(y, [f"{m.name} ({m.entry.arch})" for m in models])
     ax.set_xlabel("test accuracy (%)")
     ax.set_title(f"Predicted fine-tuned accuracy on {ranking.task.name} (80% interval)")
