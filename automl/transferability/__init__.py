@@ -54,15 +54,7 @@ def score(name: str, features: object, labels: object, probs: object = None, **o
     if unknown:
         known = ", ".join(spec.options) or "none"
         raise TypeError(f"score {name!r} got unknown option(s) {', '.join(unknown)}; its options: {known}")
-    inputs = validate(
-        name,
-        features,
-        labels,
-        probs,
-        uses_features=spec.uses_features,
-        needs_probs=spec.needs_probs,
-        min_per_class=spec.min_per_class,
-    )
+    inputs = validate(spec, features, labels, probs)
     with _thread_pools().limit(limits=1):
         return float(spec.fn(inputs, **options))
 

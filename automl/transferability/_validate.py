@@ -9,9 +9,13 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from functools import cached_property
+from typing import TYPE_CHECKING
 
 import numpy as np
 from scipy.sparse import csr_array
+
+if TYPE_CHECKING:
+    from ._registry import ScoreSpec
 
 PROBS_SUM_TOLERANCE = 1e-3  # |sum_z probs[i, z] - 1| allowed per row (float32 softmax is far inside)
 _LISTED = 5  # at most this many offending classes are named in a message
@@ -56,30 +60,23 @@ class Inputs:
         return bool((self.features == self.features[0]).all())
 
 
-def validate(
-    name: str,
-    features: object,
-    labels: object,
-    probs: object,
-    *,
-    uses_features: bool,
-    needs_probs: bool,
-    min_per_class: int,
-) -> Inputs:
-    """Check the arguments of ``score(name, ...)``; returns them as :class:`Inputs` or raises ValueError."""
+def validate(spec: ScoreSpec, features: object, labels: object, probs: object) -> Inputs:
+    """Check the arguments of ``score(spec.name, ...)`` against what the score needs; returns them as
+    :class:`Inputs` or raises ValueError."""
+    name = spec.name
     label_array = _labels(labels)
     n = len(label_array)
     feature_array = None
-    if uses_features:
+    if spec.uses_features:
         if features is None:
             raise ValueError(f"{name} needs features [N, D] (penultimate-layer features of the probe set)")
         feature_array, _ = _float_matrix(features, "features", n)
     prob_array = None
-    if needs_probs:
+    if spec.needs_probs:
         if probs is None:
             raise ValueError(f"{name} needs probs [N, Cs] source-class probabilities")
         prob_array = _probabilities(probs, n)
-    counts = _class_counts(label_array, name, min_per_class)
+    counts = _class_counts(label_array, name, spec.min_per_class)
     return Inputs(feature_array, label_array, prob_array, counts)
 
 

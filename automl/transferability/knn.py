@@ -47,9 +47,7 @@ def knn(inputs: Inputs, *, k: int = 1, n_dims: int | None = None) -> float:
         at_kth = dist[tied] == kth[tied]
         free = k - (rows & ~at_kth).sum(axis=1, keepdims=True)
         chosen[tied] = (rows & ~at_kth) | (at_kth & (np.cumsum(at_kth, axis=1) <= free))
-    sample, neighbour = np.nonzero(chosen)  # k per sample, in sample order
-    votes = np.bincount(sample * inputs.n_classes + inputs.labels[neighbour], minlength=n * inputs.n_classes)
-    votes = votes.reshape(n, inputs.n_classes)  # [N, C] neighbours per label
+    votes = inputs.class_sums(chosen.T).T  # [N, C] neighbours per label
     most = votes.max(axis=1)
     right = np.where(most == 1, votes[np.arange(n), inputs.labels] / k, votes.argmax(axis=1) == inputs.labels)
     return float(100.0 * right.mean())
