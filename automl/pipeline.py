@@ -15,7 +15,7 @@ from rich.table import Table
 
 from automl.bank import load_bank
 from automl.config import absolute_path, select_device, storage_url, to_container
-from automl.history import History
+from automl.history import History, TransferRecord
 from automl.predictor import format_calibration, leave_one_task_out
 from automl.rank import (
     Ranking,
@@ -65,17 +65,18 @@ def run(cfg: DictConfig, run_dir: Path, console: Console | None = None) -> float
     clock = StageClock()
     history = History(storage)
 
-    ranking = outcome = study = None
+    ranking = outcome = None
     calibration_text = None
     if stages != ("calibrate",):
+        records = history.records()  # before fine-tuning adds to it: what the ranking and warm start learn from
         with clock("rank"):
-            ranking = _rank(cfg, cache_dir, history, device)
+            ranking = _rank(cfg, cache_dir, records, device)
             write_ranking_csv(ranking, run_dir / "ranking.csv")
         console.print(ranking_table(ranking, int(cfg.rank.show), primary=cfg.rank.primary))
 
     if "finetune" in stages or "report" in stages:
         with clock("finetune" if "finetune" in stages else "load study"):
-            outcome, study = _finetune(cfg, ranking, run_dir, storage, history, train="finetune" in stages)
+            outcome = _finetune(cfg, ranking, run_dir, storage, history, records, train="finetune" in stages)
 
     if "calibrate" in stages:
         with clock("calibrate"):
@@ -86,7 +87,7 @@ def run(cfg: DictConfig, run_dir: Path, console: Console | None = None) -> float
             from automl.report import write_report
 
             predictions = _test_predictions(outcome, ranking, device) if outcome and outcome.best_dir else None
-            report = write_report(run_dir, ranking, outcome=outcome, study=study, stage_seconds=clock.seconds,
+            report = write_report(run_dir, ranking, outcome=outcome, stage_seconds=clock.seconds,
                                   test_predictions=predictions, calibration_table=calibration_text)
         log.info("report: %s", report)
 
@@ -94,32 +95,30 @@ def run(cfg: DictConfig, run_dir: Path, console: Console | None = None) -> float
     return outcome.best.val_accuracy if outcome is not None and outcome.best is not None else None
 
 
-def _rank(cfg: DictConfig, cache_dir: Path, history: History, device: str) -> Ranking:
+def _rank(cfg: DictConfig, cache_dir: Path, records: list[TransferRecord], device: str) -> Ranking:
     task = load_task(to_container(cfg.task), cache_dir)
     bank = load_bank(to_container(cfg.bank), cache_dir)
     score_names = resolve_score_names(to_container(cfg.rank.scores))
     return rank_bank(task, bank, cache_dir=cache_dir, probe_cfg=to_container(cfg.probe), score_names=score_names,
                      predictor=predictor_options(cfg.rank), score_options=to_container(cfg.rank.options),
-                     history_records=history.records(), device=device, batch_size=int(cfg.rank.batch_size))
+                     history_records=records, device=device, batch_size=int(cfg.rank.batch_size))
 
 
-def _finetune(cfg: DictConfig, ranking: Ranking, run_dir: Path, storage: str, history: History, train: bool):
+def _finetune(cfg: DictConfig, ranking: Ranking, run_dir: Path, storage: str, history: History,
+              records: list[TransferRecord], train: bool):
     """Run (``train=True``) or only load (for a report) the finetune stage's study."""
-    import optuna
-
     from automl.experience import TrialRecorder, similar_task_hparams
     from automl.finetune import load_outcome, run_finetune
 
     candidates = ranking.top(int(cfg.finetune.top_k))
     entries = [model.entry for model in candidates]
     if train:
-        warm = similar_task_hparams(history.records(), ranking.task, [m.name for m in candidates])
+        warm = similar_task_hparams(records, ranking.task, [m.name for m in candidates])
         outcome = run_finetune(cfg, ranking.task, entries, run_dir, storage=storage, warm_start=warm,
                                on_trial_finished=TrialRecorder(history, ranking.task, ranking.models))
     else:
         outcome = load_outcome(cfg, ranking.task, entries, run_dir, storage=storage)
-    study = optuna.load_study(study_name=outcome.study, storage=storage) if outcome is not None else None
-    return outcome, study
+    return outcome
 
 
 def _calibrate(cfg: DictConfig, history: History, console: Console) -> str | None:
@@ -152,11 +151,13 @@ def _summary(ranking: Ranking | None, outcome, seconds: dict[str, float], run_di
         table.add_column("trials", justify="right")
         table.add_column("measured acc %", justify="right")
     trials = outcome.trials if outcome is not None else []
+    best_trials = outcome.best_by_model() if outcome is not None else {}
     tried = {trial.model for trial in trials}
     for model in (ranking.top(max(3, len(tried))) if ranking else []):
         cells = [model.name, f"{model.predicted:.1f} [{model.low:.1f}, {model.high:.1f}]"]
         if outcome is not None:
-            cells += [str(sum(trial.model == model.name for trial in trials)), _fine_tuned(model.name, trials)]
+            cells += [str(sum(trial.model == model.name for trial in trials)),
+                      _measured(model.name, trials, best_trials.get(model.name))]
         table.add_row(*cells)
     best = outcome.best if outcome is not None else None
     captions = []
@@ -167,10 +168,9 @@ def _summary(ranking: Ranking | None, outcome, seconds: dict[str, float], run_di
     return table
 
 
-def _fine_tuned(model: str, trials) -> str:
-    """The best measured test accuracy of ``model``'s complete trials, else how far its pruned ones got."""
-    complete = [t for t in trials if t.model == model and t.state == "COMPLETE" and t.test_accuracy is not None]
-    if complete:
-        return f"test {max(complete, key=lambda t: t.val_accuracy).test_accuracy:.1f}"
+def _measured(model: str, trials, best) -> str:
+    """``model``'s best complete trial's test accuracy, else how far its pruned trials got."""
+    if best is not None and best.test_accuracy is not None:
+        return f"test {best.test_accuracy:.1f}"
     pruned = [t.val_accuracy for t in trials if t.model == model and t.state == "PRUNED" and t.val_accuracy is not None]
     return f"pruned (val {max(pruned):.1f})" if pruned else "—"

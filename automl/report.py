@@ -31,17 +31,6 @@ from automl.rank import Ranking
 log = logging.getLogger(__name__)
 
 
-def measured_by_model(trials: Sequence) -> dict[str, object]:
-    """model name → its best COMPLETE trial (highest val accuracy), from ``TrialResult`` objects."""
-    best: dict[str, object] = {}
-    for trial in trials:
-        if trial.state != "COMPLETE" or trial.val_accuracy is None:
-            continue
-        if trial.model not in best or trial.val_accuracy > best[trial.model].val_accuracy:
-            best[trial.model] = trial
-    return best
-
-
 def _save(fig: plt.Figure, path: Path) -> Path:
     with atomic_path(path) as tmp:
         fig.savefig(tmp, dpi=120, bbox_inches="tight", format="png")
@@ -97,16 +86,16 @@ def plot_predicted_vs_measured(ranking: Ranking, measured: Mapping[str, float], 
 MIN_TRIALS_FOR_IMPORTANCES = 4  # complete trials; with fewer, every importance comes out equal
 
 
-def plot_optuna(study, folder: Path) -> list[Path]:
+def plot_optuna(study, folder: Path, n_complete: int) -> list[Path]:
     """Optuna's matplotlib views of the study: optimization history, every trial's validation accuracy
-    per epoch (pruned ones included) and, with enough complete trials, hyperparameter importances."""
+    per epoch (pruned ones included) and, with ``n_complete`` (its COMPLETE trials) large enough,
+    hyperparameter importances."""
     import optuna.visualization.matplotlib as ovm
     from optuna.exceptions import ExperimentalWarning
-    from optuna.trial import TrialState
 
     plots = [("optimization_history", ovm.plot_optimization_history),
              ("learning_curves", ovm.plot_intermediate_values)]
-    if len(study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))) >= MIN_TRIALS_FOR_IMPORTANCES:
+    if n_complete >= MIN_TRIALS_FOR_IMPORTANCES:
         plots.append(("param_importances", ovm.plot_param_importances))
     written = []
     # Optuna's plots switch matplotlib to its ggplot style globally; rc_context restores ours afterwards.
@@ -164,14 +153,14 @@ def _pct(value: float | None) -> str:
     return "—" if value is None or not math.isfinite(value) else f"{value:.1f}"
 
 
-def write_report(run_dir: Path, ranking: Ranking, *, outcome=None, study=None, stage_seconds: Mapping[str, float],
+def write_report(run_dir: Path, ranking: Ranking, *, outcome=None, stage_seconds: Mapping[str, float],
                  test_predictions: np.ndarray | None = None, calibration_table: str | None = None) -> Path:
     """Write ``run_dir/report.md`` and its figures; returns the report's path.
 
     Args:
         ranking: the rank stage's result.
-        outcome: the finetune stage's ``FinetuneOutcome`` (None when it did not run).
-        study: the Optuna study behind ``outcome``, for its visualizations.
+        outcome: the finetune stage's ``FinetuneOutcome`` (None when it did not run); its Optuna study
+            gives the search's figures.
         stage_seconds: stage name → wall time in seconds.
         test_predictions: [N_test] predicted class of the exported model on the task's test split.
         calibration_table: the calibrate stage's text table, if it ran.
@@ -179,7 +168,7 @@ def write_report(run_dir: Path, ranking: Ranking, *, outcome=None, study=None, s
     run_dir = Path(run_dir)
     task = ranking.task
     trials = outcome.trials if outcome is not None else []
-    best_trials = measured_by_model(trials)
+    best_trials = outcome.best_by_model() if outcome is not None else {}
     measured = {name: t.test_accuracy for name, t in best_trials.items() if t.test_accuracy is not None}
     sections = [f"# automl report: {task.name}", ""]
 
@@ -243,8 +232,8 @@ def write_report(run_dir: Path, ranking: Ranking, *, outcome=None, study=None, s
         failures = [t for t in trials if t.state == "FAIL" and t.fail_reason]
         if failures:
             sections += ["", "Failed trials:", ""] + [f"- trial {t.number}: {t.fail_reason}" for t in failures]
-        if study is not None and any(t.state == "COMPLETE" for t in trials):
-            written = plot_optuna(study, run_dir)
+        if states["COMPLETE"]:
+            written = plot_optuna(outcome.optuna_study, run_dir, states["COMPLETE"])
             sections += [""] + [f"![{p.stem}]({p.name})" for p in written]
             if not any(p.stem == "param_importances" for p in written):
                 sections += ["", f"(Hyperparameter importances need at least {MIN_TRIALS_FOR_IMPORTANCES} complete "

@@ -153,6 +153,17 @@ class FinetuneOutcome:
     best_dir: Path | None  # run_dir/best, or None (no COMPLETE trial / its weights not on this machine)
     csv: Path  # run_dir/finetune.csv
     n_counted: int  # trials that count towards finetune.n_trials
+    optuna_study: optuna.Study  # the study itself (for Optuna's plots), as the search opened it
+
+    def best_by_model(self) -> dict[str, TrialResult]:
+        """model name → its best COMPLETE trial (highest val accuracy; ties: lowest number)."""
+        best: dict[str, TrialResult] = {}
+        for trial in self.trials:
+            if trial.state != "COMPLETE" or trial.val_accuracy is None:
+                continue
+            if trial.model not in best or trial.val_accuracy > best[trial.model].val_accuracy:
+                best[trial.model] = trial
+        return best
 
 
 # ------------------------------------------------------------------------------------------ search space
@@ -446,9 +457,9 @@ class _Search:
         if trial.user_attrs.get(_OVER_BUDGET):
             return
         result = TrialResult.from_trial(self.study_name, trial)
-        counted = sum(counts(t) for t in study.get_trials(deepcopy=False))
-        log.info("%s [%d/%s counted]", _summary(result), counted, self.budget.n_trials or "-")
-        write_csv(self.run_dir / "finetune.csv", finished_results(study, self.study_name))
+        trials = study.get_trials(deepcopy=False)
+        log.info("%s [%d/%s counted]", _summary(result), sum(map(counts, trials)), self.budget.n_trials or "-")
+        write_csv(self.run_dir / "finetune.csv", finished_results(trials, self.study_name))
         if self.on_trial_finished is not None:
             try:
                 self.on_trial_finished(result)
@@ -465,9 +476,9 @@ def _summary(result: TrialResult) -> str:
     return f"{head}: val {val} test {test} ({result.epochs} epochs, {result.seconds:.1f} s)"
 
 
-def finished_results(study: optuna.Study, study_name: str) -> list[TrialResult]:
-    """The study's finished trials as results, by number (budget-check stubs left out)."""
-    return [TrialResult.from_trial(study_name, t) for t in study.get_trials(deepcopy=False)
+def finished_results(trials: Iterable[FrozenTrial], study_name: str) -> list[TrialResult]:
+    """A study's finished ``trials`` as results, in their order (budget-check stubs left out)."""
+    return [TrialResult.from_trial(study_name, t) for t in trials
             if t.state.is_finished() and not t.user_attrs.get(_OVER_BUDGET)]
 
 
@@ -623,7 +634,7 @@ def run_finetune(cfg: DictConfig, task: Task, candidates: Sequence[BankEntry], r
     else:
         candidates = _join(study, candidates, spec)
         space = SearchSpace(spec, [entry.name for entry in candidates])
-        log.info("study %s: resuming with %d trial(s) already in it", name, len(study.trials))
+        log.info("study %s: resuming with %d trial(s) already in it", name, len(study.get_trials(deepcopy=False)))
 
     run_dir = Path(run_dir)
     minutes = ft["time_budget_min"]
@@ -657,16 +668,17 @@ def load_outcome(cfg: DictConfig, task: Task, candidates: Sequence[BankEntry], r
 
 def _outcome(study: optuna.Study, task: Task, candidates: Sequence[BankEntry], run_dir: Path) -> FinetuneOutcome:
     """finetune.csv, the best COMPLETE trial (ties: lowest number) exported to run_dir/best."""
-    results = finished_results(study, study.study_name)
+    trials = study.get_trials(deepcopy=False)  # by number: trials[n].number == n
+    results = finished_results(trials, study.study_name)
     csv_path = write_csv(run_dir / "finetune.csv", results)
     best = max((r for r in results if r.state == "COMPLETE" and r.val_accuracy is not None),
                key=lambda r: (r.val_accuracy, -r.number), default=None)
     best_dir = None
     if best is not None:
         entry = next(entry for entry in candidates if entry.name == best.model)
-        best_dir = _export_best(best, study.trials[best.number], entry, task, run_dir)
+        best_dir = _export_best(best, trials[best.number], entry, task, run_dir)
     return FinetuneOutcome(study=study.study_name, trials=results, best=best, best_dir=best_dir, csv=csv_path,
-                           n_counted=sum(counts(t) for t in study.get_trials(deepcopy=False)))
+                           n_counted=sum(map(counts, trials)), optuna_study=study)
 
 
 def _export_best(best: TrialResult, trial: FrozenTrial, entry: BankEntry, task: Task, run_dir: Path) -> Path | None:
