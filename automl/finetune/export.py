@@ -154,8 +154,8 @@ def load_exported(model_dir: str | os.PathLike) -> ExportedModel:
 
 
 @torch.inference_mode()
-def predict_proba(model: nn.Module, paths: Sequence[str | os.PathLike], transform, *, batch_size: int = 64,
-                  device: str = "cpu", num_workers: int = 0) -> np.ndarray:
+def predict_proba(model: nn.Module, paths: Sequence[str | os.PathLike], transform, *,
+                  batch_size: int = EVAL_BATCH_SIZE, device: str = "cpu", num_workers: int = 0) -> np.ndarray:
     """Class probabilities [N, C] (float32, softmax of fp32 logits) of ``model`` for the images at ``paths``.
 
     The model is evaluated in eval mode on ``device`` in float32 and is put back in its previous mode.

@@ -69,9 +69,8 @@ def fit_once(entry: BankEntry, task: Task, hparams: Hparams, *, device: str = "c
     pl.seed_everything(seed, workers=True, verbose=False)
     model = create_model(entry, num_classes=task.num_classes)
     data_config = resolve_data_config(entry, model, image_size=task.image_size)
-    mixing = hparams.mixup > 0 or hparams.cutmix > 0
     datamodule = TaskDataModule(task, data_config, hparams.batch_size, num_workers=num_workers, augment=augment,
-                                drop_last=mixing,  # mixing pairs up a batch: a last batch of 1 cannot be mixed
+                                drop_last=hparams.mixing,  # mixing pairs up a batch: a last batch of 1 cannot be mixed
                                 pin_memory=device.startswith("cuda"))
     module = FinetuneModule(model, task.num_classes, hparams)
     trainer = make_trainer(hparams.epochs, device, precision=precision, callbacks=callbacks,

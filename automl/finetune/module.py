@@ -52,6 +52,11 @@ class Hparams:
     epochs: int  # >= 1
     warmup_epochs: float  # >= 0: linear warmup length, then cosine decay to 0 at the last step
 
+    @property
+    def mixing(self) -> bool:
+        """Whether batches are mixed (mixup and/or cutmix on)."""
+        return self.mixup > 0 or self.cutmix > 0
+
     @classmethod
     def from_mapping(cls, values: Mapping[str, Any], where: str = "hyperparameters") -> Hparams:
         """Validate ``values`` (every field, nothing else); errors name ``where`` and the field."""
@@ -191,7 +196,7 @@ class FinetuneModule(pl.LightningModule):
 
     Batches are ``(images [B, 3, H, W] float, labels [B] int64)``. Logs ``train_loss`` per step and
     ``val_acc`` (percent, 0..100) per epoch; keeps the weights of the best validation epoch on the CPU
-    in ``best_state`` (``best_val_acc``, ``best_epoch`` 0-based); ``frozen`` names the frozen parameters.
+    in ``best_state`` (``best_val_acc``, ``best_epoch`` 0-based).
     A non-finite training loss raises :class:`NonFiniteLossError`.
     """
 
@@ -199,12 +204,11 @@ class FinetuneModule(pl.LightningModule):
         super().__init__()
         self.model = model
         self.hp = hparams  # not `hparams`: Lightning reserves that name
-        self.frozen = freeze(model, hparams.strategy, hparams.freeze_fraction)
+        freeze(model, hparams.strategy, hparams.freeze_fraction)
         self._frozen_norms = _frozen_norms(model)
-        mixing = hparams.mixup > 0 or hparams.cutmix > 0
-        self.mixup = Mixup(mixup_alpha=hparams.mixup, cutmix_alpha=hparams.cutmix,
-                           label_smoothing=hparams.label_smoothing, num_classes=num_classes) if mixing else None
-        self.train_loss = SoftTargetCrossEntropy() if mixing else nn.CrossEntropyLoss(
+        self.mixup = Mixup(mixup_alpha=hparams.mixup, cutmix_alpha=hparams.cutmix, label_smoothing=hparams.label_smoothing,
+                           num_classes=num_classes) if hparams.mixing else None
+        self.train_loss = SoftTargetCrossEntropy() if hparams.mixing else nn.CrossEntropyLoss(
             label_smoothing=hparams.label_smoothing)
         self.best_val_acc = -math.inf
         self.best_epoch = -1
