@@ -9,6 +9,8 @@ error instead.
 from __future__ import annotations
 
 import logging
+from collections.abc import Mapping
+from typing import Any
 
 import numpy as np
 
@@ -53,6 +55,16 @@ def sample_probe(labels: np.ndarray, budget: int = 500, min_per_class: int = 2, 
     quota = _even_quota(counts, budget, rng)
     chosen = [rng.choice(np.flatnonzero(labels == c), size=q, replace=False) for c, q in zip(classes, quota, strict=True)]
     return np.sort(np.concatenate(chosen)).astype(np.int64)
+
+
+def probe_from_config(labels: np.ndarray, probe_cfg: Mapping[str, Any], seed: int | None = None) -> np.ndarray:
+    """:func:`sample_probe` with the ``probe`` config group's settings (a missing key: its default);
+    ``seed``, when given, replaces ``probe.seed`` (the benchmark draws one probe set per seed)."""
+    casts = {"budget": int, "min_per_class": int, "seed": int, "subsample_classes": bool}
+    settings = {key: cast(probe_cfg[key]) for key, cast in casts.items() if key in probe_cfg}
+    if seed is not None:
+        settings["seed"] = seed
+    return sample_probe(labels, **settings)
 
 
 def _even_quota(counts: np.ndarray, budget: int, rng: np.random.Generator) -> np.ndarray:

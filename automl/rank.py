@@ -22,7 +22,7 @@ from automl.bank import Bank, BankEntry, model_meta_of
 from automl.features import Features, extract_bank
 from automl.fileio import atomic_path
 from automl.predictor import AccuracyPredictor, bank_candidates
-from automl.probe import sample_probe
+from automl.probe import probe_from_config
 from automl.tasks import Task
 
 log = logging.getLogger(__name__)
@@ -71,9 +71,9 @@ def resolve_score_names(requested: Sequence[str] | None) -> list[str]:
 
 def predictor_options(rank_cfg: Mapping) -> dict:
     """:class:`AccuracyPredictor` arguments from the ``rank`` config group (primary score and prior weights)."""
-    prior = rank_cfg.get("prior") or {}
-    return {"primary": str(rank_cfg["primary"]), "logits_per_z": float(prior.get("logits_per_z", 1.6)),
-            "plasticity": float(prior.get("plasticity", 0.0))}
+    prior = rank_cfg.get("prior") or {}  # a missing weight keeps the predictor's own default
+    return {"primary": str(rank_cfg["primary"]),
+            **{name: float(prior[name]) for name in ("logits_per_z", "plasticity") if name in prior}}
 
 
 def score_features(features: Features, score_names: Sequence[str],
@@ -110,9 +110,7 @@ def rank_bank(task: Task, bank: Bank, *, cache_dir: Path, probe_cfg: Mapping, sc
         raise ValueError(f"rank.primary={primary!r} is not among the computed scores {list(score_names)}")
     seconds = {}
     start = time.perf_counter()
-    probe = sample_probe(task.splits["train"].labels, budget=int(probe_cfg.get("budget", 500)),
-                         min_per_class=int(probe_cfg.get("min_per_class", 2)), seed=int(probe_cfg.get("seed", 0)),
-                         subsample_classes=bool(probe_cfg.get("subsample_classes", True)))
+    probe = probe_from_config(task.splits["train"].labels, probe_cfg)
     extracted = extract_bank(bank, task, probe, cache_dir, device=device, batch_size=batch_size)
     seconds["extract"] = time.perf_counter() - start
 
@@ -125,14 +123,8 @@ def rank_bank(task: Task, bank: Bank, *, cache_dir: Path, probe_cfg: Mapping, sc
         raise RuntimeError(f"no model of bank {bank.name!r} could be loaded:\n  {details}")
 
     start = time.perf_counter()
-    scores, score_seconds = {}, {}
-    for name, features in usable.items():
-        scores[name], score_seconds[name] = score_features(features, score_names, score_options)
+    scores = {name: score_features(features, score_names, score_options)[0] for name, features in usable.items()}
     seconds["score"] = time.perf_counter() - start
-    for score in score_names:
-        times = [s[score] for s in score_seconds.values() if score in s]
-        if times:
-            seconds[f"score:{score}"] = float(np.sum(times))
 
     entries = {entry.name: entry for entry in bank.entries}
     candidates = bank_candidates(scores, {name: model_meta_of(entries[name]) for name in usable}, task.meta())
@@ -161,13 +153,6 @@ def write_ranking_csv(ranking: Ranking, path: Path) -> Path:
                              *(_fmt(model.scores[s]) for s in ranking.score_names),
                              _fmt(model.predicted), _fmt(model.low), _fmt(model.high)])
     return path
-
-
-def read_ranking_csv(path: Path) -> list[str]:
-    """Model names of a ``ranking.csv``, best first."""
-    with Path(path).open(newline="") as handle:
-        rows = sorted(csv.DictReader(handle), key=lambda row: int(row["rank"]))
-    return [row["model"] for row in rows]
 
 
 def ranking_table(ranking: Ranking, show: int = 10, primary: str | None = None) -> Table:

@@ -3,7 +3,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from automl.probe import sample_probe
+from automl.probe import probe_from_config, sample_probe
 
 
 def test_budget_and_balance_with_plenty_of_images():
@@ -49,3 +49,12 @@ def test_invalid_input():
         sample_probe(np.array([0.5, 1.0]))
     with pytest.raises(ValueError, match="budget 3"):
         sample_probe(np.array([0, 0, 1, 1]), budget=3)
+
+
+def test_probe_from_config_reads_the_probe_group_and_the_seed_override():
+    labels = np.repeat(np.arange(10), 60)
+    cfg = {"budget": 100, "min_per_class": 3, "subsample_classes": True, "seed": 7}
+    assert np.array_equal(probe_from_config(labels, cfg), sample_probe(labels, budget=100, min_per_class=3, seed=7))
+    assert np.array_equal(probe_from_config(labels, cfg, seed=2), sample_probe(labels, budget=100, min_per_class=3,
+                                                                                 seed=2))
+    assert np.array_equal(probe_from_config(labels, {}), sample_probe(labels))  # missing keys: the defaults

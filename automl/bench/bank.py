@@ -16,7 +16,7 @@ from automl.bench.settings import BenchError
 from automl.config import CONF_DIR, absolute_path, storage_url, to_container
 from automl.features import extract_bank
 from automl.history import History
-from automl.probe import sample_probe
+from automl.probe import probe_from_config
 from automl.rank import score_features
 from automl.tasks import load_task
 
@@ -84,9 +84,7 @@ def _probe_scores(tasks, bank, seeds, probe_cfg, score_names, options, cache_dir
     for task in tasks:
         for seed in seeds:
             log.info("scores: %s, probe seed %d", task.name, seed)
-            probe = sample_probe(task.splits["train"].labels, budget=int(probe_cfg.get("budget", 500)),
-                                 min_per_class=int(probe_cfg.get("min_per_class", 2)), seed=seed,
-                                 subsample_classes=bool(probe_cfg.get("subsample_classes", True)))
+            probe = probe_from_config(task.splits["train"].labels, probe_cfg, seed=seed)
             extracted = extract_bank(bank, task, probe, cache_dir, device=device, batch_size=batch_size)
             key = (task.name, seed)
             scores[key], seconds[key] = {}, {}
