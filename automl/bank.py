@@ -16,6 +16,7 @@ pickle, shapes that don't fit) is a :class:`BankError` naming the bank file and 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import difflib
 import functools
 import hashlib
@@ -369,11 +370,8 @@ def _load_local(entry: BankEntry) -> nn.Module:
             raise BankError(f"{entry.label}: sha256 mismatch for {path}: the manifest says {entry.sha256}, "
                             f"the file has {actual} (changed or corrupt download?)")
     state = _read_state_dict(path, entry)
-    try:
+    with _create_errors(entry):
         model = timm.create_model(entry.arch, num_classes=entry.num_classes, **entry.kwargs)
-    except (TypeError, ValueError, AssertionError, RuntimeError) as exc:  # kwargs the architecture rejects
-        raise BankError(f"{entry.label}: timm.create_model({entry.arch!r}, **{entry.kwargs}) failed: "
-                        f"{type(exc).__name__}: {exc}") from exc
     _check_fits(state, model, entry)
     model.load_state_dict(state)
     return model
@@ -472,16 +470,23 @@ def model_meta(model: nn.Module) -> dict[str, int]:
     return {"num_params": sum(p.numel() for p in model.parameters()), "depth": depth}
 
 
+@contextlib.contextmanager
+def _create_errors(entry: BankEntry) -> Iterator[None]:
+    """What ``timm.create_model`` raises for kwargs the architecture rejects, as a BankError naming the entry."""
+    try:
+        yield
+    except (TypeError, ValueError, AssertionError, RuntimeError) as exc:
+        raise BankError(f"{entry.label}: timm.create_model({entry.arch!r}, **{entry.kwargs}) failed: "
+                        f"{type(exc).__name__}: {exc}") from exc
+
+
 def model_meta_of(entry: BankEntry) -> dict[str, int | None]:
     """Meta-features of an entry without loading its weights: :func:`model_meta` of its architecture
     (built on the meta device: no memory, no download) plus ``source_num_images``/``source_num_classes``
     (None when the manifest does not say)."""
     _check_arch(entry)
-    try:
+    with _create_errors(entry):
         meta = _arch_meta(entry.arch, entry.num_classes, json.dumps(entry.kwargs, sort_keys=True, default=repr))
-    except (TypeError, ValueError, AssertionError, RuntimeError) as exc:  # kwargs the architecture rejects
-        raise BankError(f"{entry.label}: timm.create_model({entry.arch!r}, **{entry.kwargs}) failed: "
-                        f"{type(exc).__name__}: {exc}") from exc
     source = entry.source or Source(name="")
     return {**meta, "source_num_images": source.num_images, "source_num_classes": source.num_classes}
 

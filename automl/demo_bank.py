@@ -57,7 +57,7 @@ ARCHS: dict[str, _Arch] = {
     "nfnet": _Arch("test_nfnet", {}, 5e-3),
     "vit": _Arch("test_vit", {"img_size": 32, "patch_size": 8}, 3e-3),  # 4x4 tokens; patch 4 costs 4x the time
 }
-IMAGE_SIZE = 32  # pixels; the synthetic sources are generated at this size
+IMAGE_SIZE = synthetic.SIZE  # pixels: the models' input is the synthetic sources' own size
 HOLDOUT = 0.2  # fraction of each source kept out of pretraining to measure its accuracy
 EPOCHS = 20
 BATCH_SIZE = 128
