@@ -30,13 +30,13 @@ import torch
 import torch.nn.functional as F
 import yaml
 from rich.console import Console
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 from sklearn.model_selection import train_test_split
 
 from automl import synthetic
 from automl.bank import MANIFEST, file_sha256, load_bank
 from automl.fileio import atomic_path, atomic_write_text
+from automl.progress import progress_bar
 
 log = logging.getLogger(__name__)
 
@@ -101,8 +101,7 @@ def build_demo_bank(out_dir: str | Path, seed: int = 0, *, archs: Sequence[str] 
     results: dict[str, dict[str, Any]] = {}
     seconds: dict[str, float] = {}  # training time of the models built in this call
     start = time.perf_counter()
-    columns = (TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn())
-    with Progress(*columns, transient=False) as progress:
+    with progress_bar() as progress:
         bar = progress.add_task("demo bank", total=len(plan) * epochs)
         for name, short, source in plan:
             path = out_dir / f"{name}.safetensors"

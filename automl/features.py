@@ -26,12 +26,12 @@ import numpy as np
 import timm
 import torch
 from PIL import Image
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from torch import nn
 
 from automl.bank import Bank, BankEntry, BankError, create_model, resolve_data_config, weights_digest
 from automl.fileio import atomic_path
 from automl.images import load_image
+from automl.progress import progress_bar
 
 log = logging.getLogger(__name__)
 
@@ -217,8 +217,7 @@ def extract_bank(
     folder = Path(cache_dir) / "features"
     images: list[Image.Image] | None = None  # decoded once, and only if some model misses the cache
     results: dict[str, Features | Exception] = {}
-    columns = (TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn())
-    with Progress(*columns) as progress:
+    with progress_bar() as progress:
         bar = progress.add_task("features", total=len(bank))
         for entry in bank:
             progress.update(bar, description=f"features: {entry.name}")

@@ -14,7 +14,7 @@ from typing import Any
 
 import lightning.pytorch as pl
 from omegaconf import DictConfig
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+from rich.progress import Progress
 
 from automl.bank import weights_digest
 from automl.bench.settings import BenchError
@@ -23,6 +23,7 @@ from automl.experience import transfer_record
 from automl.finetune.fit import fit_once, quiet_libraries, torch_threads
 from automl.finetune.module import Hparams
 from automl.predictor import zscore_bank
+from automl.progress import progress_bar
 
 log = logging.getLogger(__name__)
 
@@ -85,8 +86,7 @@ def measure_oracle(cfg: DictConfig, bench: Mapping[str, Any], tasks, entries, hi
     stored = {(r.model_name, r.task_fingerprint): r for r in history.records(kind="oracle")
               if r.run_id == outcome.run_id}
     oracle: dict[str, dict[str, float]] = {task.name: {} for task in tasks}
-    columns = (TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn())
-    with quiet_libraries(), torch_threads(ft["torch_threads"]), Progress(*columns) as progress:
+    with quiet_libraries(), torch_threads(ft["torch_threads"]), progress_bar() as progress:
         bar = progress.add_task("oracle", total=len(tasks) * len(entries))
         for task in tasks:
             bank_scores = first_scores[task.name]

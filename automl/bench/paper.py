@@ -11,12 +11,12 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
 from automl.bench.data import BenchData, Key
 from automl.bench.settings import BenchError, checked_names
 from automl.config import absolute_path
 from automl.features import Features
+from automl.progress import progress_bar
 from automl.rank import score_features
 
 log = logging.getLogger(__name__)
@@ -175,8 +175,7 @@ def paper_data(bench: Mapping[str, Any], score_names: Sequence[str], options: Ma
             model_meta[model] = {"depth": depth_table[architecture]}
     scores: dict[Key, dict] = {(t, run): {} for t in targets for run in seeds}
     seconds: dict[Key, dict] = {(t, run): {} for t in targets for run in seeds}
-    columns = (TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn())
-    with Progress(*columns) as progress:
+    with progress_bar() as progress:
         for (architecture, source, target, run), path in progress.track(files.items(), description="paper probes"):
             model = f"{architecture}/{source}"
             features = load_probe(path, bench["trust_pickle"])
