@@ -9,12 +9,17 @@ import time
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-import numpy as np
-
 from automl.bench.data import BenchData, Key, MethodScores
 from automl.bench.settings import BenchError
 from automl.history import TransferRecord
-from automl.predictor import LINEAR, PLASTICITY_DEPTH, AccuracyPredictor, Candidate, bank_candidates
+from automl.predictor import (
+    LINEAR,
+    PLASTICITY_DEPTH,
+    AccuracyPredictor,
+    Candidate,
+    bank_candidates,
+    zscore_bank,
+)
 
 log = logging.getLogger(__name__)
 
@@ -30,18 +35,12 @@ def plasticity_scores(values: Mapping[Key, Mapping[str, float]], depth: Mapping[
     normalises each method's whole results column. ``depth[model]`` is its number of weight layers.
     Non-finite values stay NaN; with no spread, z = 0.
     """
-    pooled = np.array([v for by_model in values.values() for v in by_model.values()], dtype=float)
-    pooled = pooled[np.isfinite(pooled)]
-    center = float(np.mean(pooled)) if len(pooled) else 0.0
-    spread = float(np.std(pooled, ddof=1)) if len(pooled) >= 2 else 0.0
-
-    def z(value: float) -> float:
-        if not math.isfinite(value):
-            return math.nan
-        return (value - center) / spread if spread > 0 else 0.0
-
-    return {key: {model: z(v) + depth[model] / PLASTICITY_DEPTH for model, v in by_model.items()}
-            for key, by_model in values.items()}
+    cells = [(key, model) for key, by_model in values.items() for model in by_model]
+    pooled = zscore_bank([{"score": values[key][model]} for key, model in cells])  # one bank of every cell
+    result: dict[Key, dict[str, float]] = {key: {} for key in values}
+    for (key, model), z in zip(cells, pooled, strict=True):
+        result[key][model] = z.get("score", math.nan) + depth[model] / PLASTICITY_DEPTH
+    return result
 
 
 def derive_methods(data: BenchData, score_names: Sequence[str], predictor: Mapping[str, Any],
