@@ -143,8 +143,10 @@ def plot_stage_times(seconds: Mapping[str, float], path: Path) -> Path:
     return _save(fig, path)
 
 
-def _markdown_table(header: Sequence[str], rows: Sequence[Sequence[object]]) -> str:
-    lines = ["| " + " | ".join(header) + " |", "|" + "|".join("---" for _ in header) + "|"]
+def markdown_table(header: Sequence[str], rows: Sequence[Sequence[object]], *, numbers_right: bool = False) -> str:
+    """A Markdown table; ``numbers_right`` right-aligns every column after the first."""
+    rule = ["---"] + [("---:" if numbers_right else "---")] * (len(header) - 1)
+    lines = ["| " + " | ".join(header) + " |", "|" + "|".join(rule) + "|"]
     lines += ["| " + " | ".join(str(cell) for cell in row) + " |" for row in rows]
     return "\n".join(lines)
 
@@ -197,7 +199,7 @@ def write_report(run_dir: Path, ranking: Ranking, *, outcome=None, stage_seconds
     ]
     plot_ranking(ranking, measured, run_dir / "ranking.png")
     scores = ranking.score_names
-    sections.append(_markdown_table(
+    sections.append(markdown_table(
         ["#", "model", "arch", "source", "predicted %", "interval", "measured %", *scores],
         [[i, m.name, m.entry.arch, m.entry.source_name, _pct(m.predicted),
           f"{_pct(m.low)}–{_pct(m.high)}", _pct(measured.get(m.name)), *(_pct(m.scores[s]) for s in scores)]
@@ -223,7 +225,7 @@ def write_report(run_dir: Path, ranking: Ranking, *, outcome=None, stage_seconds
                      f"Optuna study `{outcome.study}`: {states['COMPLETE']} complete, {states['PRUNED']} pruned, "
                      f"{states['FAIL']} failed trials.", ""]
         hparam_names = sorted({k for t in trials for k in t.hparams})
-        sections.append(_markdown_table(
+        sections.append(markdown_table(
             ["trial", "model", "state", "val %", "test %", "epochs", "seconds",
              *(f"planned_{k}" if k == "epochs" else k for k in hparam_names)],
             [[t.number, t.model, t.state, _pct(t.val_accuracy), _pct(t.test_accuracy), t.epochs, f"{t.seconds:.0f}",
@@ -249,7 +251,7 @@ def write_report(run_dir: Path, ranking: Ranking, *, outcome=None, stage_seconds
     if stage_seconds:
         plot_stage_times(stage_seconds, run_dir / "stage_times.png")
         sections += ["", "## Time per stage", "",
-                     _markdown_table(["stage", "seconds"], [[k, f"{v:.1f}"] for k, v in stage_seconds.items()]),
+                     markdown_table(["stage", "seconds"], [[k, f"{v:.1f}"] for k, v in stage_seconds.items()]),
                      "", "![stage times](stage_times.png)"]
     path = run_dir / "report.md"
     atomic_write_text(path, "\n".join(sections) + "\n")

@@ -15,6 +15,7 @@ from rich.table import Table
 from automl.bench.data import BenchData, Key, MethodScores
 from automl.bench.metrics import RESULT_COLUMNS, pearson_x100
 from automl.fileio import atomic_path, atomic_write_text
+from automl.report import markdown_table
 
 
 def _fmt(value: float, digits: int = 1, std: float | None = None) -> str:
@@ -48,11 +49,6 @@ def write_results_csv(path: Path, rows: Iterable[Mapping[str, Any]]) -> Path:
     return path
 
 
-def _markdown(header: Sequence[str], rows: Sequence[Sequence[str]]) -> str:
-    lines = ["| " + " | ".join(header) + " |", "|" + "|".join(["---"] + ["---:"] * (len(header) - 1)) + "|"]
-    return "\n".join([*lines, *("| " + " | ".join(row) + " |" for row in rows)])
-
-
 def oracle_cells(data: BenchData) -> tuple[list[str], list[list[str]]]:
     """Per target: bank size and the spread of oracle accuracies (what a ranking can gain)."""
     header = ["target", "models", "best (oracle %)", "mean %", "worst %"]
@@ -69,14 +65,14 @@ def write_table_md(path: Path, summary, data: BenchData, context: Sequence[str])
     text = "\n\n".join([
         "# Transferability benchmark (PARC protocol)",
         "\n".join(f"- {line}" for line in context),
-        _markdown(*table_cells(summary, data.targets)),
+        markdown_table(*table_cells(summary, data.targets), numbers_right=True),
         "Per target: Pearson r x100 between score and oracle accuracy across the bank (mean over probe seeds). "
         "Pearson mean ± std: averaged over targets (± std over seeds); Kendall τ, weighted τ, regret and top-3 "
         "likewise. Regret: top-1 regret, the oracle accuracy lost by taking the top-scored model (points). "
         "Top-3: how often an oracle-best model is among the 3 best-scored. ms/model: median time to compute "
         "the score from the probe features.",
         "## Oracle",
-        _markdown(*oracle_cells(data)),
+        markdown_table(*oracle_cells(data), numbers_right=True),
     ])
     atomic_write_text(path, text + "\n")
     return path
