@@ -225,7 +225,7 @@ class AccuracyPredictor:
             return self
         candidates = [Candidate.from_record(record) for record in transfers]
         measured = np.array([record.measured_accuracy for record in transfers])
-        prior_mean, _ = self._prior(candidates)
+        prior_mean = self._prior(candidates)[0]
         self.score_names_ = tuple(sorted({name for c in candidates for name in c.scores_z}))
         features = self._features(candidates)
         with warnings.catch_warnings():  # an all-missing meta-feature has no range: left unclipped
@@ -240,23 +240,24 @@ class AccuracyPredictor:
 
     def predict_prior(self, candidates: Sequence[Candidate]) -> Prediction:
         """The prior's prediction (ignores any fitted history)."""
-        return self._interval(*self._prior(candidates), _chance(candidates))
+        return self._interval(*self._prior(candidates))
 
     def predict(self, candidates: Sequence[Candidate]) -> Prediction:
         """Predicted fine-tuned accuracy for ``candidates`` (typically the whole bank on one task)."""
-        prior_mean, prior_std = self._prior(candidates)
+        prior_mean, prior_std, chance = self._prior(candidates)
         if self._model is None:
-            return self._interval(prior_mean, prior_std, _chance(candidates))
+            return self._interval(prior_mean, prior_std, chance)
         features = np.clip(self._features(candidates), self._low, self._high)
         residual, residual_std = self._model.predict(features, return_std=True)
         calibrated, calibrated_std = prior_mean + residual, np.maximum(residual_std, MIN_STD)
         s = self.weight_
         mean = s * calibrated + (1 - s) * prior_mean
         variance = s * calibrated_std**2 + (1 - s) * prior_std**2 + s * (1 - s) * (calibrated - prior_mean) ** 2
-        return self._interval(mean, np.sqrt(variance), _chance(candidates))
+        return self._interval(mean, np.sqrt(variance), chance)
 
-    def _prior(self, candidates: Sequence[Candidate]) -> tuple[np.ndarray, np.ndarray]:
-        """Prior mean and std (accuracy points), each [N]."""
+    def _prior(self, candidates: Sequence[Candidate]) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """Prior mean, its std and the chance level below which nothing is predicted (accuracy points),
+        each [N]."""
         if not candidates:
             raise ValueError("no candidates to predict")
         if not any(self.primary in c.scores_z for c in candidates):
@@ -276,7 +277,7 @@ class AccuracyPredictor:
         span = 100.0 - chance
         above_chance = np.clip((linear - chance) / span, 1e-3, 1 - 1e-3)  # chance and 100% have no logit
         mean = chance + span * special.expit(special.logit(above_chance) + self.logits_per_z * signal)
-        return mean, PRIOR_STD_FLOOR + PRIOR_STD_HEADROOM * (100.0 - linear)
+        return mean, PRIOR_STD_FLOOR + PRIOR_STD_HEADROOM * (100.0 - linear), chance
 
     def _features(self, candidates: Sequence[Candidate]) -> np.ndarray:
         """[N, len(score_names_) + 1 + len(META_FEATURES)]: bank z-scores (missing = 0, the bank mean),
