@@ -124,16 +124,16 @@ def main() -> None:
                             f"median of {args.repeats}, torch threads {torch.get_num_threads()}")
         for column in ("what", "pipeline / warm", "raw / cold", "ratio", "goal"):
             table.add_column(column, justify="left" if column == "what" else "right")
+        def run(entries, size: int) -> None:  # the probe images repeated up to `size`
+            repeat = -(-size // len(images))
+            throughput(entries, (images * repeat)[:size], np.tile(labels, repeat)[:size], args.repeats,
+                       args.batch_size, table)
+
         tiny = [next(entry for entry in bank if entry.arch == arch) for arch in ARCHS]
         for size in args.sizes:
-            repeat = -(-size // len(images))
-            throughput(tiny, (images * repeat)[:size], np.tile(labels, repeat)[:size], args.repeats,
-                       args.batch_size, table)
+            run(tiny, size)
         if args.full_size:
-            size = args.sizes[0]
-            repeat = -(-size // len(images))
-            throughput(full_size_bank(Path(data_dir)), (images * repeat)[:size], np.tile(labels, repeat)[:size],
-                       args.repeats, args.batch_size, table)
+            run(full_size_bank(Path(data_dir)), args.sizes[0])
         cache_speedup(bank, task, probe, args.repeats, args.batch_size, table)
     Console().print(table)
 
