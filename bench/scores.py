@@ -9,7 +9,9 @@ the naive versions run under threadpoolctl's limit), their ratio, and |ours - na
 The naive versions follow the published code line by line: PARC / H-score / kNN from dbolya/parc
 methods.py, LogME / LEEP / NCE from thuml/LogME, the shrinkage H-score from tllib, N-LEEP as in
 TencentARC/SFDA (with this library's mixture settings), the linear probe as scikit-learn steps. The one change: naive PARC builds the label
-dissimilarity exactly, as the library does (see automl/transferability/parc.py for why).
+dissimilarity exactly, as the library does (see automl/transferability/parc.py for why). SFDA and NCTI
+follow TencentARC/SFDA and BUserName/NCTI metrics.py after an exact PCA (sklearn's full SVD), NCTI's
+three terms combined per model as the library documents (automl/transferability/ncti.py).
 """
 
 from __future__ import annotations
@@ -25,8 +27,10 @@ import numpy as np
 import scipy.stats
 from rich.console import Console
 from rich.table import Table
+from scipy import linalg
 from sklearn.covariance import LedoitWolf
 from sklearn.decomposition import PCA
+from sklearn.discriminant_analysis import LinearDiscriminantAnalysis
 from sklearn.exceptions import ConvergenceWarning
 from sklearn.linear_model import LogisticRegression
 from sklearn.metrics import pairwise_distances
@@ -184,6 +188,72 @@ def naive_linear(features, labels, probs, n_dims=64, folds=5):
     return 100 * np.mean(accuracies)
 
 
+def exact_pca(features, n_dims=64):
+    pca = PCA(n_components=min(n_dims, features.shape[0] - 1, features.shape[1]), svd_solver="full")
+    return pca.fit_transform(features), pca.explained_variance_
+
+
+def shrunk_cov(x, shrinkage):
+    cov = np.cov(x.T, bias=1)
+    return (1.0 - shrinkage) * cov + shrinkage * np.trace(cov) / len(cov) * np.eye(len(cov))
+
+
+def sfda_probs(x, labels, shrinkage=None):
+    """TencentARC/SFDA metrics.py class SFDA: fit, then predict_proba on the same features."""
+    n_classes = labels.max() + 1
+    priors = np.bincount(labels) / len(labels)
+    means = np.array([x[labels == c].mean(axis=0) for c in range(n_classes)])
+    sw = sum(priors[c] * np.cov(x[labels == c].T, bias=1) for c in range(n_classes))
+    if shrinkage is None:  # utils.py iterative_A: three power steps from the row sums
+        v = sw.sum(axis=1)
+        for _ in range(3):
+            w = sw @ v
+            w /= np.linalg.norm(w)
+            v = sw @ w
+            v /= np.linalg.norm(v)
+        shrinkage = max(np.exp(-5 * (v @ sw @ w)), 1e-10)
+    shrunk_sw = (1.0 - shrinkage) * sw + shrinkage * np.trace(sw) / len(sw) * np.eye(len(sw))
+    evals, evecs = linalg.eigh(shrunk_cov(x, shrinkage) - shrunk_sw, shrunk_sw)
+    evecs = evecs[:, np.argsort(evals)[::-1]]
+    coef = means @ evecs @ evecs.T
+    logits = x @ coef.T - 0.5 * np.diag(means @ coef.T) + np.log(priors)
+    probs = np.exp(logits - logits.max(axis=1, keepdims=True))
+    return probs / probs.sum(axis=1, keepdims=True), shrinkage
+
+
+def naive_sfda(features, labels, probs):
+    x = exact_pca(features)[0]
+    n_classes, n = labels.max() + 1, len(labels)
+    prob, shrinkage = sfda_probs(x, labels)
+    prob = np.exp(prob) / np.exp(prob).sum(axis=1, keepdims=True)
+    means = np.array([x[labels == c].mean(axis=0) for c in range(n_classes)])
+    others = (means.sum(axis=0) - means) / (n_classes - 1)
+    for c in range(n_classes):
+        index = np.where(labels == c)[0]
+        confidence = prob[index, c].reshape(-1, 1)
+        x[index] = confidence * x[index] + (1 - confidence) * others[c]
+    prob, _ = sfda_probs(x, labels, shrinkage)
+    return np.sum(prob[np.arange(n), labels]) / n
+
+
+def naive_ncti(features, labels, probs):
+    x, variances = exact_pca(features)
+    temp = max(np.exp(-variances[:32].sum()), 1e-10)
+    if temp == 1e-10:
+        lda = LinearDiscriminantAnalysis(solver="svd")
+    else:
+        lda = LinearDiscriminantAnalysis(solver="eigen", shrinkage=float(temp))
+    low_feat = lda.fit_transform(x, labels)
+    low_feat -= low_feat.mean(axis=0, keepdims=True)
+    seli = np.linalg.norm(low_feat, ord="nuc")
+    low_pred = lda.predict_proba(x)
+    ncc = np.sum(low_pred[np.arange(len(labels)), labels]) / len(labels)
+    class_nuc = sum(np.linalg.norm(low_pred[labels == c], ord="nuc") for c in range(labels.max() + 1))
+    counts = np.bincount(labels)
+    seli_term = np.log(seli / (np.sqrt(len(labels)) * low_feat.shape[1]))
+    return ncc + seli_term - (np.log(class_nuc) - np.log(np.sqrt(counts).sum()))
+
+
 NAIVE: dict[str, Callable[[np.ndarray, np.ndarray, np.ndarray], float]] = {
     "hscore": naive_hscore,
     "hscore_shrink": naive_hscore_shrink,
@@ -192,8 +262,10 @@ NAIVE: dict[str, Callable[[np.ndarray, np.ndarray, np.ndarray], float]] = {
     "linear": naive_linear,
     "logme": naive_logme,
     "nce": naive_nce,
+    "ncti": naive_ncti,
     "nleep": naive_nleep,
     "parc": naive_parc,
+    "sfda": naive_sfda,
 }
 
 

@@ -66,6 +66,7 @@ def _thread_pools() -> ThreadpoolController:
 
 
 # Importing the score modules registers them.
-from . import hscore, knn, leep, linear, logme, nce, nleep, parc  # noqa: E402, F401
+from . import hscore, knn, leep, linear, logme, nce, ncti, nleep, parc, sfda  # noqa: E402, F401
+from ._many import score_many  # noqa: E402
 
-__all__ = ["ScoreSpec", "available", "needs_probs", "register_score", "score", "score_spec"]
+__all__ = ["ScoreSpec", "available", "needs_probs", "register_score", "score", "score_many", "score_spec"]
