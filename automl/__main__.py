@@ -2,25 +2,23 @@
 
 from __future__ import annotations
 
-import sys
 from pathlib import Path
 
 import hydra
 from hydra.core.hydra_config import HydraConfig
 from omegaconf import DictConfig
 
-from automl import config  # noqa: F401  (registers the ${task_name:...} resolver before Hydra composes)
+from automl.cli import run_command
+from automl.config import CONF_DIR, resolve  # importing it registers the schemas and resolvers
 from automl.pipeline import run
 
 
-@hydra.main(version_base="1.3", config_path="../conf", config_name="config")
+@hydra.main(version_base="1.3", config_path=str(CONF_DIR), config_name="config")
 def main(cfg: DictConfig) -> float | None:
-    try:
-        return run(cfg, Path(HydraConfig.get().runtime.output_dir))
-    except KeyboardInterrupt:
-        print("interrupted: caches, finished trials and the history are kept, a running trial is queued again; "
-              "rerun the same command to resume", file=sys.stderr)
-        raise SystemExit(130) from None
+    return run_command(lambda: run(resolve(cfg), Path(HydraConfig.get().runtime.output_dir)),
+                       hint="python -m automl --help lists the settings",
+                       resume="caches, finished trials and the history are kept, a running trial is queued "
+                              "again; rerun the same command to resume")
 
 
 if __name__ == "__main__":

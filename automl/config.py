@@ -1,28 +1,46 @@
-"""Hydra/OmegaConf glue shared by every entry point: resolvers, absolute paths, storage URL, device."""
+"""Hydra glue shared by every entry point: the structured-config schemas in Hydra's ConfigStore, the
+``${task_name:...}`` resolver, composing a config from Python, and :func:`resolve`, which turns a
+composed config into typed settings once, at the edge: storage URL normalised, device chosen, paths
+absolute."""
 
 from __future__ import annotations
 
-import os
+import dataclasses
+import importlib.util
+import re
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
 
+from hydra.core.config_store import ConfigStore
 from omegaconf import DictConfig, OmegaConf
 
+from automl.settings import (
+    AutomlSettings,
+    BenchRunSettings,
+    FinetuneSettings,
+    ProbeSettings,
+    RankSettings,
+    RunSettings,
+    SettingsError,
+    task_name,
+)
+from automl.settings.runs import RUN_SEED
+from automl.settings.tools import DemoBankSettings, HistorySettings, PredictSettings
+
 CONF_DIR = Path(__file__).resolve().parent.parent / "conf"
+SQLITE_TIMEOUT_S = 120.0  # how long a writer waits for SQLite's write lock (Optuna and the history alike)
 
+OmegaConf.register_new_resolver("task_name", task_name, replace=True)
 
-def _task_name(root: str | None, csv: str | None, builtin: str | None) -> str:
-    """Default task name: the ImageFolder's folder name, the CSV's stem, or the builtin's name."""
-    if root:
-        return Path(str(root)).expanduser().resolve().name
-    if csv:
-        return Path(str(csv)).stem
-    return str(builtin or "task")
-
-
-OmegaConf.register_new_resolver("task_name", _task_name, replace=True)
-
+_store = ConfigStore.instance()
+_store.store(name="automl_schema", node=AutomlSettings)
+_store.store(name="bench_schema", node=BenchRunSettings)
+for _name, _node in (("predict_schema", PredictSettings), ("history_schema", HistorySettings),
+                     ("demo_bank_schema", DemoBankSettings)):
+    _store.store(name=_name, node=_node)
+for _group, _node in (("probe", ProbeSettings(seed=RUN_SEED)), ("rank", RankSettings),
+                      ("finetune", FinetuneSettings)):
+    _store.store(group=_group, name="default", node=_node)
 
 def compose(overrides: Sequence[str] = (), config_name: str = "config") -> DictConfig:
     """The config ``python -m automl <overrides>`` would run with (Hydra's compose API), for Python use."""
@@ -33,14 +51,30 @@ def compose(overrides: Sequence[str] = (), config_name: str = "config") -> DictC
         return hydra_compose(config_name=config_name, overrides=list(overrides))
 
 
-def to_container(node: Any) -> Any:
-    """A resolved plain dict/list copy of a config node (plain values pass through)."""
-    if OmegaConf.is_config(node):
-        return OmegaConf.to_container(node, resolve=True)
-    return node
+def resolve(cfg: DictConfig) -> RunSettings:
+    """Typed, validated settings from a composed config (:class:`AutomlSettings` or
+    :class:`BenchRunSettings`), with ``storage`` a normalised URL, ``device`` chosen, ``cache_dir``
+    absolute. Raises :class:`automl.settings.SettingsError` naming a setting outside its range."""
+    settings = OmegaConf.to_object(cfg)
+    _reject_unknown(cfg, settings, "")
+    return dataclasses.replace(settings, storage=storage_url(settings.storage), device=select_device(settings.device),
+                               cache_dir=str(absolute_path(settings.cache_dir)))
 
 
-def absolute_path(path: str | os.PathLike) -> Path:
+def _reject_unknown(node: DictConfig, settings: object, where: str) -> None:
+    """Hydra's ``+group.key=value`` adds keys the schema does not have, which OmegaConf then drops
+    silently: a typo would change nothing. Name them instead."""
+    known = {field.name: field for field in dataclasses.fields(settings)}
+    for key in node:
+        path = f"{where}{key}"
+        if key not in known:
+            raise SettingsError(f"{path}: unknown setting; known: {', '.join(sorted(known))}")
+        value = getattr(settings, key)
+        if dataclasses.is_dataclass(value) and isinstance(node[key], DictConfig):
+            _reject_unknown(node[key], value, f"{path}.")
+
+
+def absolute_path(path: str | Path) -> Path:
     return Path(path).expanduser().resolve()
 
 
@@ -51,8 +85,6 @@ def storage_url(url: str) -> str:
     SQLAlchemy 2.1 maps a plain ``postgresql://`` to psycopg 3; when only psycopg2 is installed (the
     ``postgres`` extra) the URL names it explicitly.
     """
-    import importlib.util
-
     from sqlalchemy import make_url
 
     parsed = make_url(url)
@@ -69,6 +101,11 @@ def storage_url(url: str) -> str:
     return url
 
 
+def redact_url(url: str) -> str:
+    """``url`` with its password replaced by ``***`` (for logs and messages)."""
+    return re.sub(r"//([^:/@]+):[^@]*@", r"//\1:***@", url)
+
+
 def select_device(name: str = "auto") -> str:
     """'auto' → cuda if available, else mps, else cpu; anything else is checked and returned."""
     import torch
@@ -82,3 +119,7 @@ def select_device(name: str = "auto") -> str:
     if name.startswith("cuda") and not torch.cuda.is_available():
         raise ValueError(f"device={name} but CUDA is not available on this machine; use device=cpu or auto")
     return name
+
+
+__all__ = ["CONF_DIR", "SQLITE_TIMEOUT_S", "absolute_path", "compose", "redact_url", "resolve",
+           "select_device", "storage_url"]

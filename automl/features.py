@@ -29,6 +29,7 @@ from PIL import Image
 from torch import nn
 
 from automl.bank import Bank, BankEntry, BankError, create_model, resolve_data_config, weights_digest
+from automl.errors import AutomlError
 from automl.fileio import atomic_path
 from automl.images import load_image
 from automl.progress import progress_bar
@@ -38,7 +39,7 @@ log = logging.getLogger(__name__)
 CACHE_VERSION = 1  # bump when the stored arrays change meaning
 
 
-class FeatureError(ValueError):
+class FeatureError(AutomlError):
     """A model's forward pass failed or produced NaN/inf; the message names the model."""
 
 

@@ -9,28 +9,17 @@ import time
 from collections.abc import Iterator
 from pathlib import Path
 
-from omegaconf import DictConfig
 from rich.console import Console
 from rich.table import Table
 
 from automl.bank import load_bank
-from automl.config import absolute_path, select_device, storage_url, to_container
 from automl.history import History, TransferRecord
-from automl.predictor import format_calibration, leave_one_task_out
-from automl.rank import (
-    Ranking,
-    predictor_options,
-    rank_bank,
-    ranking_table,
-    resolve_score_names,
-    write_ranking_csv,
-)
+from automl.predictor import format_calibration, leave_one_task_out, predictor_options
+from automl.rank import Ranking, rank_bank, ranking_table, write_ranking_csv
+from automl.settings import AutomlSettings
 from automl.tasks import load_task
 
 log = logging.getLogger(__name__)
-
-STAGES = ("rank", "finetune", "calibrate", "report")
-
 
 class StageClock:
     """Wall time per stage, in the order the stages ran."""
@@ -47,46 +36,42 @@ class StageClock:
             self.seconds[name] = self.seconds.get(name, 0.0) + time.perf_counter() - start
 
 
-def run(cfg: DictConfig, run_dir: Path, console: Console | None = None) -> float | None:
-    """Run ``cfg.stage`` (or all stages) and return the best validation accuracy (percent) when fine-tuned.
+def run(settings: AutomlSettings, run_dir: Path, console: Console | None = None) -> float | None:
+    """Run ``settings.stage`` (or all stages) and return the best validation accuracy (percent) when fine-tuned.
 
     ``stage=finetune`` and ``stage=report`` rank first (features are cached, so that takes seconds) so any
-    stage can run alone in a fresh run folder; the study and history come from ``storage``.
+    stage can run alone in a fresh run folder; the study and history come from ``settings.storage``.
     """
-    if cfg.stage not in (*STAGES, "all"):
-        raise ValueError(f"stage={cfg.stage!r}; choose one of all, {', '.join(STAGES)}")
-    stages = STAGES if cfg.stage == "all" else (cfg.stage,)
+    stages = settings.stages
     console = console or Console()
     run_dir = Path(run_dir)
     run_dir.mkdir(parents=True, exist_ok=True)
-    cache_dir = absolute_path(cfg.cache_dir)
-    storage = storage_url(cfg.storage)
-    device = select_device(cfg.device)
     clock = StageClock()
-    history = History(storage)
+    history = History(settings.storage)
 
     ranking = outcome = None
     calibration_text = None
     if stages != ("calibrate",):
         records = history.records()  # before fine-tuning adds to it: what the ranking and warm start learn from
         with clock("rank"):
-            ranking = _rank(cfg, cache_dir, records, device)
+            ranking = _rank(settings, records)
             write_ranking_csv(ranking, run_dir / "ranking.csv")
-        console.print(ranking_table(ranking, int(cfg.rank.show), primary=cfg.rank.primary))
+        console.print(ranking_table(ranking, settings.rank.show, primary=settings.rank.primary))
 
     if "finetune" in stages or "report" in stages:
         with clock("finetune" if "finetune" in stages else "load study"):
-            outcome = _finetune(cfg, ranking, run_dir, storage, history, records, train="finetune" in stages)
+            outcome = _finetune(settings, ranking, run_dir, history, records, train="finetune" in stages)
 
     if "calibrate" in stages:
         with clock("calibrate"):
-            calibration_text = _calibrate(cfg, history, console)
+            calibration_text = _calibrate(settings, history, console)
 
     if "report" in stages:
         with clock("report"):
             from automl.report import write_report
 
-            predictions = _test_predictions(outcome, ranking, device) if outcome and outcome.best_dir else None
+            predictions = (_test_predictions(outcome, ranking, settings.device) if outcome and outcome.best_dir
+                           else None)
             report = write_report(run_dir, ranking, outcome=outcome, stage_seconds=clock.seconds,
                                   test_predictions=predictions, calibration_table=calibration_text)
         log.info("report: %s", report)
@@ -95,36 +80,34 @@ def run(cfg: DictConfig, run_dir: Path, console: Console | None = None) -> float
     return outcome.best.val_accuracy if outcome is not None and outcome.best is not None else None
 
 
-def _rank(cfg: DictConfig, cache_dir: Path, records: list[TransferRecord], device: str) -> Ranking:
-    task = load_task(to_container(cfg.task), cache_dir)
-    bank = load_bank(to_container(cfg.bank), cache_dir)
-    score_names = resolve_score_names(to_container(cfg.rank.scores))
-    return rank_bank(task, bank, cache_dir=cache_dir, probe_cfg=to_container(cfg.probe), score_names=score_names,
-                     predictor=predictor_options(cfg.rank), score_options=to_container(cfg.rank.options),
-                     history_records=records, device=device, batch_size=int(cfg.rank.batch_size))
+def _rank(settings: AutomlSettings, records: list[TransferRecord]) -> Ranking:
+    task = load_task(settings.task, settings.cache_dir)
+    bank = load_bank(settings.bank, settings.cache_dir)
+    return rank_bank(task, bank, probe=settings.probe, rank=settings.rank, cache_dir=Path(settings.cache_dir),
+                     history_records=records, device=settings.device)
 
 
-def _finetune(cfg: DictConfig, ranking: Ranking, run_dir: Path, storage: str, history: History,
+def _finetune(settings: AutomlSettings, ranking: Ranking, run_dir: Path, history: History,
               records: list[TransferRecord], train: bool):
     """Run (``train=True``) or only load (for a report) the finetune stage's study."""
     from automl.experience import TrialRecorder, similar_task_hparams
     from automl.finetune import load_outcome, run_finetune
 
-    candidates = ranking.top(int(cfg.finetune.top_k))
+    candidates = ranking.top(settings.finetune.top_k)
     entries = [model.entry for model in candidates]
-    if train:
-        warm = similar_task_hparams(records, ranking.task, [m.name for m in candidates])
-        outcome = run_finetune(cfg, ranking.task, entries, run_dir, storage=storage, warm_start=warm,
-                               on_trial_finished=TrialRecorder(history, ranking.task, ranking.models))
-    else:
-        outcome = load_outcome(cfg, ranking.task, entries, run_dir, storage=storage)
-    return outcome
+    if not train:
+        return load_outcome(ranking.task, entries, settings.finetune, settings.search_space,
+                            storage=settings.storage, run_dir=run_dir)
+    warm = similar_task_hparams(records, ranking.task, [m.name for m in candidates])
+    return run_finetune(ranking.task, entries, settings.finetune, settings.search_space, storage=settings.storage,
+                        device=settings.device, seed=settings.seed, run_dir=run_dir, warm=warm,
+                        on_trial_finished=TrialRecorder(history, ranking.task, ranking.models))
 
 
-def _calibrate(cfg: DictConfig, history: History, console: Console) -> str | None:
+def _calibrate(settings: AutomlSettings, history: History, console: Console) -> str | None:
     records = history.records()
     try:
-        result = leave_one_task_out(records, **predictor_options(cfg.rank))
+        result = leave_one_task_out(records, **predictor_options(settings.rank))
     except ValueError as exc:
         console.print(f"[yellow]calibrate:[/] {exc}")
         return None

@@ -1,7 +1,9 @@
-"""``python -m automl.predict model=<dir> images=<folder or file> [out=predictions.csv] [batch_size=64]
+"""``python -m automl.predict model=<dir> images=<folder or file> [out=<csv>] [batch_size=64]
 [device=auto] [num_workers=0]``: classify images with an exported model (``<run>/best``).
 
-Writes a CSV ``path,label,probability`` (the predicted class name and its softmax probability), atomically.
+Writes a CSV ``path,label,probability`` (the predicted class name and its softmax probability),
+atomically, by default next to the model folder (:func:`default_out`); one image's label and probability
+are also printed.
 When ``images`` is a labelled ImageFolder (``<images>/<class>/<image>``, every class folder named after
 one of the model's classes) it also prints ``accuracy: <percent>``. The exported model's eval
 transform and the same decoding as training are used, so on the task's ``test/`` folder this
@@ -12,25 +14,26 @@ from __future__ import annotations
 
 import csv
 import logging
-import sys
 from collections.abc import Sequence
+from dataclasses import dataclass
 from pathlib import Path
 
+import hydra
 import numpy as np
-from omegaconf import OmegaConf
+from omegaconf import DictConfig, OmegaConf
 
-from automl.config import select_device
+from automl.cli import run_command
+from automl.config import CONF_DIR, select_device
+from automl.errors import AutomlError
 from automl.fileio import atomic_path
-from automl.finetune.export import EVAL_BATCH_SIZE, ExportError, load_exported, predict_proba
+from automl.finetune.export import EVAL_BATCH_SIZE, load_exported, predict_proba
 from automl.images import BadImageError, is_image_file, load_image
+from automl.settings.tools import PredictSettings
 
 log = logging.getLogger(__name__)
-USAGE = ("usage: python -m automl.predict model=<exported model dir> images=<folder or file> "
-         "[out=predictions.csv] [batch_size=64] [device=auto] [num_workers=0]")
-_KEYS = {"model", "images", "out", "batch_size", "device", "num_workers"}
 
 
-class PredictError(ValueError):
+class PredictError(AutomlError):
     """Bad arguments or inputs; the message names the argument or file."""
 
 
@@ -68,9 +71,9 @@ def _readable(paths: list[Path], labels: np.ndarray | None) -> tuple[list[Path],
     return [paths[i] for i in good], None if labels is None else labels[good]
 
 
-def predict(model_dir: str | Path, images: str | Path, out: str | Path = "predictions.csv", *,
-            batch_size: int = EVAL_BATCH_SIZE, device: str = "auto", num_workers: int = 0) -> float | None:
-    """Write the predictions CSV; return the accuracy in percent for a labelled ImageFolder, else None."""
+def predict(model_dir: str | Path, images: str | Path, out: str | Path, *, batch_size: int = EVAL_BATCH_SIZE,
+            device: str = "auto", num_workers: int = 0) -> Predictions:
+    """Write the predictions CSV at ``out`` and return what was predicted."""
     exported = load_exported(model_dir)
     classes = exported.classes
     paths, labels = find_images(Path(images), classes)
@@ -88,43 +91,43 @@ def predict(model_dir: str | Path, images: str | Path, out: str | Path = "predic
         writer.writerow(["path", "label", "probability"])
         for path, cls, row in zip(paths, predicted, probs, strict=True):
             writer.writerow([str(path), classes[cls], f"{row[cls]:.6f}"])
-    return None if labels is None else 100.0 * float(np.mean(predicted == labels))
+    accuracy = None if labels is None else 100.0 * float(np.mean(predicted == labels))
+    return Predictions(paths, [classes[c] for c in predicted], probs[np.arange(len(paths)), predicted], accuracy,
+                       Path(out))
 
 
-def _int_arg(args: dict, key: str, default: int, low: int) -> int:
-    value = args.get(key, default)
-    if isinstance(value, bool) or not isinstance(value, int) or value < low:
-        raise PredictError(f"{key}={value!r} must be an integer >= {low}")
-    return value
+@dataclass
+class Predictions:
+    """What :func:`predict` wrote: each image's predicted class and its probability (0..1)."""
+
+    paths: list[Path]
+    labels: list[str]
+    probabilities: np.ndarray  # [N]
+    accuracy: float | None  # percent, for a labelled ImageFolder
+    csv: Path
 
 
-def main(argv: Sequence[str] | None = None) -> int:
-    argv = list(sys.argv[1:] if argv is None else argv)
-    logging.basicConfig(level=logging.INFO, format="%(message)s")
-    try:
-        bad = [arg for arg in argv if "=" not in arg]
-        if bad:
-            raise PredictError(f"arguments must be key=value, got {bad}")
-        args = OmegaConf.to_container(OmegaConf.from_dotlist(argv))
-        unknown = sorted(set(args) - _KEYS)
-        if unknown:
-            raise PredictError(f"unknown argument(s) {unknown}; known: {sorted(_KEYS)}")
-        missing = [key for key in ("model", "images") if args.get(key) in (None, "")]
-        if missing:
-            raise PredictError(f"missing {', '.join(f'{key}=' for key in missing)}")
-        out = Path(str(args.get("out", "predictions.csv")))
-        accuracy = predict(str(args["model"]), str(args["images"]), out,
-                           batch_size=_int_arg(args, "batch_size", EVAL_BATCH_SIZE, 1),
-                           device=str(args.get("device", "auto")),
-                           num_workers=_int_arg(args, "num_workers", 0, 0))
-    except (PredictError, ExportError, ValueError) as exc:
-        print(f"error: {exc}\n{USAGE}", file=sys.stderr)
-        return 2
-    print(f"predictions: {out}")
-    if accuracy is not None:
-        print(f"accuracy: {accuracy:.4f}")
-    return 0
+def _predict(settings: PredictSettings) -> Predictions:
+    out = Path(settings.out) if settings.out else default_out(settings.model, settings.images)
+    return predict(settings.model, settings.images, out, batch_size=settings.batch_size, device=settings.device,
+                   num_workers=settings.num_workers)
+
+
+def default_out(model_dir: str | Path, images: str | Path) -> Path:
+    """``<run folder>/predictions-<images name>.csv``: next to the exported model, not in the current folder."""
+    return Path(model_dir).resolve().parent / f"predictions-{Path(images).resolve().stem or 'images'}.csv"
+
+
+@hydra.main(version_base="1.3", config_path=str(CONF_DIR), config_name="predict")
+def main(cfg: DictConfig) -> None:
+    result = run_command(lambda: _predict(OmegaConf.to_object(cfg)),
+                         hint="python -m automl.predict --help shows the settings")
+    if len(result.paths) == 1:
+        print(f"{result.paths[0]}: {result.labels[0]} ({100 * result.probabilities[0]:.1f}%)")
+    print(f"predictions: {result.csv}")
+    if result.accuracy is not None:
+        print(f"accuracy: {result.accuracy:.4f}")
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    main()

@@ -15,11 +15,8 @@
   it never leaves [chance, 100], models near the top keep their order instead of all clipping to 100%,
   and a poor score cannot predict an accuracy below guessing (1.6 logits ≈ 33 accuracy points in the
   middle of the range, ≈ 12 points near its top).
-* Defaults (``logits_per_z=1.6``, ``plasticity=0``) are what ``python -m automl.bench`` measured on the
-  demo bank x builtin targets (README, "Which ranking"): 0.8 to 6.4 logits per z rank alike (Pearson
-  91.1-91.8, PARC's top-1 regret), while the paper's depth term *hurt* every score there (its deepest
-  models, the ViTs, fine-tune worst); ``plasticity=1`` is the paper's ensemble. The chance floor cost 1
-  point of Pearson there and cut the prior's mean absolute error on the 36 oracle fits from 13.7 to 11.3.
+* Defaults (:class:`automl.settings.PriorSettings`) were chosen with ``python -m automl.bench`` (README,
+  "Which ranking"); ``plasticity=1`` is the paper's ensemble.
 * ``std = PRIOR_STD_FLOOR + PRIOR_STD_HEADROOM × (100 − linear)``: the probe says little about how much
   of the remaining headroom fine-tuning recovers, so the interval widens with the headroom.
 
@@ -64,6 +61,8 @@ from sklearn.impute import SimpleImputer
 from sklearn.linear_model import BayesianRidge
 from sklearn.pipeline import Pipeline, make_pipeline
 from sklearn.preprocessing import StandardScaler
+
+from automl.settings import PriorSettings, RankSettings
 
 if TYPE_CHECKING:
     from rich.table import Table
@@ -189,8 +188,8 @@ class AccuracyPredictor:
     ``score_names_``.
     """
 
-    def __init__(self, primary: str = "parc", *, logits_per_z: float = 1.6, plasticity: float = 0.0,
-                 interval: float = 0.8, prior_weight: float = 1.0):
+    def __init__(self, primary: str = RankSettings.primary, *, logits_per_z: float = PriorSettings.logits_per_z,
+                 plasticity: float = PriorSettings.plasticity, interval: float = 0.8, prior_weight: float = 1.0):
         if not isinstance(primary, str) or not primary:
             raise ValueError(f"primary must be a score name, got {primary!r}")
         if not (logits_per_z >= 0 and plasticity >= 0):
@@ -332,7 +331,13 @@ def _meta_features(candidate: Candidate) -> list[float]:
     return [float(f(v)) if f is not None and np.isfinite(v) else v for f, v in zip(logs, values, strict=True)]
 
 
-def leave_one_task_out(records: Iterable[TransferRecord], primary: str = "parc", **options: Any) -> dict[str, Any]:
+def predictor_options(rank: RankSettings) -> dict[str, Any]:
+    """:class:`AccuracyPredictor` keyword arguments from the rank settings (primary score, prior weights)."""
+    return {"primary": rank.primary, "logits_per_z": rank.prior.logits_per_z, "plasticity": rank.prior.plasticity}
+
+
+def leave_one_task_out(records: Iterable[TransferRecord], primary: str = RankSettings.primary,
+                       **options: Any) -> dict[str, Any]:
     """Leave-one-task-out evaluation of the calibrated predictor against the prior.
 
     For each task (``task_fingerprint``) a predictor is fitted on the other tasks' transfers and predicts

@@ -1,7 +1,7 @@
 """The PARC paper's fixed-budget, class-balanced probe set.
 
-Scores are computed on a small probe set drawn from the task's training split: ``budget`` images
-(default 500), classes as even as possible, at least ``min_per_class`` (default 2) per class. When
+Scores are computed on a small probe set drawn from the task's training split: ``budget`` images,
+classes as even as possible, at least ``min_per_class`` per class (:class:`automl.settings.ProbeSettings`). When
 ``C * min_per_class > budget`` the paper subsamples classes; ``subsample_classes=False`` makes that an
 error instead.
 """
@@ -9,41 +9,40 @@ error instead.
 from __future__ import annotations
 
 import logging
-from collections.abc import Mapping
-from typing import Any
 
 import numpy as np
+
+from automl.settings import ProbeSettings
 
 log = logging.getLogger(__name__)
 
 
-def sample_probe(labels: np.ndarray, budget: int = 500, min_per_class: int = 2, seed: int = 0,
-                 subsample_classes: bool = True) -> np.ndarray:
+def sample_probe(labels: np.ndarray, settings: ProbeSettings | None = None) -> np.ndarray:
     """Choose probe images.
 
     Args:
         labels: [N] int class of every training image.
-        budget: number of probe images (if the split is smaller, all of it is used).
-        min_per_class: the fewest images any kept class gets (scores need >= 2 per class).
-        seed: the draw is a deterministic function of ``(labels, budget, min_per_class, seed)``.
-        subsample_classes: keep a random ``budget // min_per_class`` classes when there are too many.
+        settings: the budget (if the split is smaller, all of it is used), the fewest images any kept
+            class gets (scores need >= 2 per class), whether to keep a random ``budget // min_per_class``
+            classes when there are too many, and the seed; the draw is a deterministic function of
+            ``(labels, settings)``. None: the defaults.
 
     Returns:
         [M] sorted int64 indices into ``labels``; M = min(budget, N) over the kept classes.
     """
+    settings = settings or ProbeSettings()
+    budget, min_per_class = settings.budget, settings.min_per_class
     labels = np.asarray(labels)
     if labels.ndim != 1 or labels.size == 0 or not np.issubdtype(labels.dtype, np.integer):
         raise ValueError(f"labels must be a non-empty 1-D integer array, got shape {labels.shape} {labels.dtype}")
-    if budget < 2 * min_per_class or min_per_class < 1:
-        raise ValueError(f"probe budget {budget} must hold at least 2 classes x min_per_class={min_per_class}")
     classes, counts = np.unique(labels, return_counts=True)
     too_small = classes[counts < min_per_class]
     if too_small.size:
         raise ValueError(f"class(es) {too_small.tolist()} have fewer than {min_per_class} images for the probe set")
-    rng = np.random.default_rng(seed)
+    rng = np.random.default_rng(settings.seed)
     max_classes = budget // min_per_class
     if len(classes) > max_classes:
-        if not subsample_classes:
+        if not settings.subsample_classes:
             raise ValueError(
                 f"the task has {len(classes)} classes but a probe budget of {budget} allows at most {max_classes} "
                 f"({min_per_class} per class); raise probe.budget or set probe.subsample_classes=true"
@@ -55,16 +54,6 @@ def sample_probe(labels: np.ndarray, budget: int = 500, min_per_class: int = 2, 
     quota = _even_quota(counts, budget, rng)
     chosen = [rng.choice(np.flatnonzero(labels == c), size=q, replace=False) for c, q in zip(classes, quota, strict=True)]
     return np.sort(np.concatenate(chosen)).astype(np.int64)
-
-
-def probe_from_config(labels: np.ndarray, probe_cfg: Mapping[str, Any], seed: int | None = None) -> np.ndarray:
-    """:func:`sample_probe` with the ``probe`` config group's settings (a missing key: its default);
-    ``seed``, when given, replaces ``probe.seed`` (the benchmark draws one probe set per seed)."""
-    casts = {"budget": int, "min_per_class": int, "seed": int, "subsample_classes": bool}
-    settings = {key: cast(probe_cfg[key]) for key, cast in casts.items() if key in probe_cfg}
-    if seed is not None:
-        settings["seed"] = seed
-    return sample_probe(labels, **settings)
 
 
 def _even_quota(counts: np.ndarray, budget: int, rng: np.random.Generator) -> np.ndarray:

@@ -1,7 +1,8 @@
 """Rank stage: probe → extract (cached) → transferability scores → predicted fine-tuned accuracy.
 
 ``rank_bank`` returns a :class:`Ranking` (best model first, by predicted accuracy) and
-``write_ranking_csv`` writes ``ranking.csv`` with the columns fixed by the architecture note.
+``write_ranking_csv`` writes ``ranking.csv``: ``rank, model, arch, source``, one column per score,
+``predicted_accuracy, predicted_low, predicted_high``.
 """
 
 from __future__ import annotations
@@ -10,20 +11,21 @@ import csv
 import logging
 import math
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 from rich.table import Table
 
-from automl import transferability
 from automl.bank import Bank, BankEntry, model_meta_of
-from automl.features import Features, extract_bank
+from automl.features import extract_bank
 from automl.fileio import atomic_path
-from automl.predictor import AccuracyPredictor, bank_candidates
-from automl.probe import probe_from_config
+from automl.predictor import AccuracyPredictor, bank_candidates, predictor_options
+from automl.probe import sample_probe
+from automl.settings import ProbeSettings, RankSettings
 from automl.tasks import Task
+from automl.transferability import score_many
 
 log = logging.getLogger(__name__)
 
@@ -58,60 +60,23 @@ class Ranking:
         return self.models[:k]
 
 
-def resolve_score_names(requested: Sequence[str] | None) -> list[str]:
-    """``None`` → every available score; otherwise the list, checked against the registry."""
-    names = transferability.available()
-    if requested is None:
-        return names
-    unknown = [name for name in requested if name not in names]
-    if unknown:
-        raise ValueError(f"rank.scores: unknown score(s) {unknown}; available: {', '.join(names)}")
-    return list(requested)
+def rank_bank(task: Task, bank: Bank, *, probe: ProbeSettings, rank: RankSettings, cache_dir: Path,
+              history_records: Sequence = (), device: str = "cpu") -> Ranking:
+    """Rank every model of ``bank`` on ``task`` by predicted fine-tuned accuracy (best first).
 
-
-def predictor_options(rank_cfg: Mapping) -> dict:
-    """:class:`AccuracyPredictor` arguments from the ``rank`` config group (primary score and prior weights)."""
-    prior = rank_cfg.get("prior") or {}  # a missing weight keeps the predictor's own default
-    return {"primary": str(rank_cfg["primary"]),
-            **{name: float(prior[name]) for name in ("logits_per_z", "plasticity") if name in prior}}
-
-
-def score_features(features: Features, score_names: Sequence[str],
-                   options: Mapping[str, Mapping] | None = None) -> tuple[dict[str, float], dict[str, float]]:
-    """Every requested score of one model's probe features → (scores, seconds per score).
-
-    A score that does not apply to this model (e.g. ``leep`` needs source probabilities, which a
-    headless checkpoint has none of) is NaN; any other error propagates.
+    Args:
+        task, bank: what to rank.
+        probe: the probe set drawn from the task's training split.
+        rank: which scores (and their options), the predictor's primary score and prior, the batch size.
+        cache_dir: probe features are cached under it.
+        history_records: measured transfers that calibrate the predictor (none: the prior).
+        device: where features are extracted (already resolved, not ``auto``).
     """
-    options = options or {}
-    # Scores expect labels 0..C-1; a probe that subsampled classes has gaps.
-    labels = np.unique(features.labels, return_inverse=True)[1]
-    scores, seconds = {}, {}
-    for name in score_names:
-        if transferability.needs_probs(name) and features.probs is None:
-            scores[name] = math.nan
-            continue
-        start = time.perf_counter()
-        scores[name] = transferability.score(name, features.features, labels, features.probs,
-                                             **dict(options.get(name) or {}))
-        seconds[name] = time.perf_counter() - start
-    return scores, seconds
-
-
-def rank_bank(task: Task, bank: Bank, *, cache_dir: Path, probe_cfg: Mapping, score_names: Sequence[str],
-              predictor: Mapping, score_options: Mapping | None = None, history_records: Sequence = (),
-              device: str = "cpu", batch_size: int = 64) -> Ranking:
-    """Rank every model of ``bank`` on ``task`` by predicted fine-tuned accuracy.
-
-    ``predictor`` holds the :class:`AccuracyPredictor` arguments (:func:`predictor_options`).
-    """
-    primary = predictor["primary"]
-    if primary not in score_names:
-        raise ValueError(f"rank.primary={primary!r} is not among the computed scores {list(score_names)}")
+    score_names = rank.score_names
     seconds = {}
     start = time.perf_counter()
-    probe = probe_from_config(task.splits["train"].labels, probe_cfg)
-    extracted = extract_bank(bank, task, probe, cache_dir, device=device, batch_size=batch_size)
+    probe_indices = sample_probe(task.splits["train"].labels, probe)
+    extracted = extract_bank(bank, task, probe_indices, cache_dir, device=device, batch_size=rank.batch_size)
     seconds["extract"] = time.perf_counter() - start
 
     failed = {name: str(result) for name, result in extracted.items() if isinstance(result, Exception)}
@@ -123,18 +88,20 @@ def rank_bank(task: Task, bank: Bank, *, cache_dir: Path, probe_cfg: Mapping, sc
         raise RuntimeError(f"no model of bank {bank.name!r} could be loaded:\n  {details}")
 
     start = time.perf_counter()
-    scores = {name: score_features(features, score_names, score_options)[0] for name, features in usable.items()}
+    scores = {name: score_many(score_names, f.features, f.labels, f.probs, rank.options)[0]
+              for name, f in usable.items()}
     seconds["score"] = time.perf_counter() - start
 
     entries = {entry.name: entry for entry in bank.entries}
     candidates = bank_candidates(scores, {name: model_meta_of(entries[name]) for name in usable}, task.meta())
-    fitted = AccuracyPredictor(**predictor).fit(history_records)
+    fitted = AccuracyPredictor(**predictor_options(rank)).fit(history_records)
     prediction = fitted.predict(candidates)
     models = [
         RankedModel(entries[c.model_name], c.scores, c.scores_z, c.model_meta,
                     float(prediction.mean[i]), float(prediction.low[i]), float(prediction.high[i]))
         for i, c in enumerate(candidates)
     ]
+    primary = rank.primary
     models.sort(key=lambda m: (-m.predicted, -np.nan_to_num(m.scores[primary], nan=-np.inf), m.name))
     return Ranking(task, models, list(score_names),
                    calibrated_on=fitted.n_records_ if fitted.is_calibrated else 0, failed=failed,

@@ -9,7 +9,7 @@ A task comes from one of three sources, in this order of precedence (``conf/task
   train/val/test folders under the cache directory.
 
 Missing val/test splits are carved out of train, stratified and seeded. Every image is decoded once
-(cached by path, size and mtime) so corrupt files are found before any work: skipped with a warning,
+(:mod:`automl.scan`) so corrupt or oversized files are found before any work: skipped with a warning,
 or an error with ``on_bad_image=error``. Empty classes, classes with one image and tasks with fewer
 than two classes are errors naming the class.
 """
@@ -23,28 +23,23 @@ import logging
 import os
 import shutil
 import tempfile
-from collections.abc import Mapping
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
-from typing import NamedTuple
 
 import numpy as np
-from rich.progress import track
 from sklearn.model_selection import train_test_split
 
 from automl import synthetic
-from automl.fileio import atomic_write_text
-from automl.images import BadImageError, is_image_file, load_image
+from automl.errors import AutomlError
+from automl.scan import ImageScan, scan_images
+from automl.settings import TaskSettings
 
 log = logging.getLogger(__name__)
 
 SPLITS = ("train", "val", "test")
-_TASK_FIELDS = {"name", "root", "csv", "builtin", "val_fraction", "test_fraction", "image_size", "seed",
-                "on_bad_image"}
 
 
-class TaskError(ValueError):
+class TaskError(AutomlError):
     """The task's data cannot be used as given; the message names the file, class or field."""
 
 
@@ -84,50 +79,38 @@ class Task:
         }
 
 
-def load_task(cfg: Mapping, cache_dir: str | os.PathLike) -> Task:
-    """Build the :class:`Task` described by ``cfg`` (the ``task`` config group)."""
-    unknown = set(cfg) - _TASK_FIELDS
-    if unknown:
-        raise TaskError(f"task config: unknown field(s) {sorted(unknown)}; known: {sorted(_TASK_FIELDS)}")
-    if cfg.get("root") and cfg.get("csv"):
-        raise TaskError(f"task {cfg.get('name')!r}: set task.root (an ImageFolder) or task.csv, not both")
-    if not (cfg.get("root") or cfg.get("csv") or cfg.get("builtin")):
+def load_task(settings: TaskSettings, cache_dir: str | os.PathLike) -> Task:
+    """Build the :class:`Task` described by ``settings``: its images scanned (bad ones skipped or an
+    error, per ``on_bad_image``), its classes checked and its splits made."""
+    if settings.root and settings.csv:
+        raise TaskError(f"task {settings.label!r}: set task.root (an ImageFolder) or task.csv, not both")
+    if not (settings.root or settings.csv or settings.builtin):
         raise TaskError("task: set task.root (an ImageFolder), task.csv or task.builtin")
-    val_fraction = float(cfg.get("val_fraction", 0.15))
-    test_fraction = float(cfg.get("test_fraction", 0.15))
-    if not (0 < val_fraction < 1 and 0 < test_fraction < 1 and val_fraction + test_fraction < 1):
-        raise TaskError(f"task: val_fraction={val_fraction} and test_fraction={test_fraction} must be in (0, 1) "
-                        "and sum to less than 1")
-    seed = int(cfg.get("seed", 0))
-    on_bad_image = cfg.get("on_bad_image", "warn")
-    if on_bad_image not in ("warn", "error"):
-        raise TaskError(f"task.on_bad_image must be 'warn' or 'error', got {on_bad_image!r}")
-    image_size = cfg.get("image_size")
-    if image_size is not None and int(image_size) < 8:
-        raise TaskError(f"task.image_size={image_size} is too small (at least 8 pixels)")
-
     cache_dir = Path(cache_dir)
     # Your own data (root, then csv) takes precedence over the builtin default, so that
     # `python -m automl task.root=/data/flowers` works without a task file.
-    if cfg.get("root"):
-        root = Path(cfg["root"]).expanduser().resolve()
+    if settings.root:
+        root = Path(settings.root).expanduser().resolve()
         records = _folder_records(root)
-    elif cfg.get("csv"):
-        root = Path(cfg["csv"]).expanduser().resolve().parent
-        records = _csv_records(Path(cfg["csv"]).expanduser().resolve())
+    elif settings.csv:
+        root = Path(settings.csv).expanduser().resolve().parent
+        records = _csv_records(Path(settings.csv).expanduser().resolve())
     else:
-        root = materialize_builtin(cfg["builtin"], cache_dir, seed, val_fraction, test_fraction)
+        root = materialize_builtin(settings.builtin, cache_dir, settings.seed, settings.val_fraction,
+                                   settings.test_fraction)
         records = _folder_records(root)
 
-    records, scans = _drop_bad_images(records, cache_dir, on_bad_image)
+    source = str(Path(settings.csv).expanduser().resolve()) if settings.csv else str(root)
+    cache_file = cache_dir / "scans" / f"{hashlib.sha1(source.encode()).hexdigest()[:16]}.json"
+    records, scans = _drop_bad_images(records, cache_file, settings)
     classes = _class_names(records)
-    splits = _make_splits(records, classes, val_fraction, test_fraction, seed)
+    splits = _make_splits(records, classes, settings.val_fraction, settings.test_fraction, settings.seed)
     train_sides = [scans[path].side for path in splits["train"].paths]
     return Task(
-        name=str(cfg.get("name") or root.name),
+        name=settings.label,
         classes=classes,
         splits=splits,
-        image_size=int(image_size) if image_size is not None else None,
+        image_size=settings.image_size,
         fingerprint=_fingerprint(splits, classes, root, scans),
         root=root,
         median_side=int(np.median(train_sides)),
@@ -207,9 +190,9 @@ def materialize_builtin(name: str, cache_dir: Path, seed: int, val_fraction: flo
 
 
 # ------------------------------------------------------------------------------------------- checks
-def _drop_bad_images(records: list[Record], cache_dir: Path, on_bad_image: str):
-    """Decode every image once (results cached by path/size/mtime); return the good records and their scans."""
-    scans = _scan_images([path for path, _, _ in records], cache_dir)
+def _drop_bad_images(records: list[Record], cache_file: Path, settings: TaskSettings):
+    """Decode every image once (:func:`automl.scan.scan_images`); return the good records and their scans."""
+    scans = scan_images([path for path, _, _ in records], cache_file, settings.max_image_pixels)
     good, readable, bad = [], {}, []
     for record in records:
         result = scans[record[0]]
@@ -219,52 +202,10 @@ def _drop_bad_images(records: list[Record], cache_dir: Path, on_bad_image: str):
             good.append(record)
             readable[record[0]] = result
     if bad:
-        if on_bad_image == "error":
-            raise TaskError(f"{len(bad)} unreadable image(s) (task.on_bad_image=error):\n  " + "\n  ".join(bad[:20]))
-        log.warning("skipping %d unreadable image(s):\n  %s", len(bad), "\n  ".join(bad[:20]))
+        if settings.on_bad_image == "error":
+            raise TaskError(f"{len(bad)} unusable image(s) (task.on_bad_image=error):\n  " + "\n  ".join(bad[:20]))
+        log.warning("skipping %d unusable image(s):\n  %s", len(bad), "\n  ".join(bad[:20]))
     return good, readable
-
-
-class ImageScan(NamedTuple):
-    side: int  # min(width, height) in pixels
-    digest: str  # sha1 of the file's bytes: the task fingerprint covers image content, not only names
-
-
-def _scan_images(paths: list[Path], cache_dir: Path) -> dict[Path, ImageScan | str]:
-    """path → its :class:`ImageScan`, or the reason it cannot be read."""
-    cache_file = cache_dir / "image-scan-v2.json"
-    try:
-        cache = json.loads(cache_file.read_text())
-    except (OSError, ValueError):
-        cache = {}
-
-    def key(path: Path) -> str:
-        try:
-            stat = path.stat()
-        except OSError:
-            return f"{path}|missing"
-        return f"{path}|{stat.st_size}|{stat.st_mtime_ns}"
-
-    def scan(path: Path) -> list | str:
-        if not is_image_file(path):
-            return f"not an image file extension ({path.suffix or 'none'})"
-        try:
-            side = min(load_image(path).size)
-            return [side, hashlib.sha1(path.read_bytes()).hexdigest()]
-        except (BadImageError, OSError) as exc:
-            return str(exc).removeprefix(f"{path}: ")
-
-    keys = [key(path) for path in paths]
-    todo = [path for path, k in zip(paths, keys, strict=True) if k not in cache]
-    if todo:
-        with ThreadPoolExecutor(max_workers=min(8, (os.cpu_count() or 1) * 2)) as pool:
-            results = track(pool.map(scan, todo), total=len(todo), description="checking images",
-                            disable=len(todo) < 2000, transient=True)
-            for path, result in zip(todo, results, strict=True):
-                cache[key(path)] = result
-        atomic_write_text(cache_file, json.dumps(cache))
-    return {path: cache[k] if isinstance(cache[k], str) else ImageScan(*cache[k])
-            for path, k in zip(paths, keys, strict=True)}
 
 
 def _class_names(records: list[Record]) -> tuple[str, ...]:

@@ -38,6 +38,7 @@ from automl.bank import create_model, load_bank, resolve_data_config
 from automl.features import extract_bank, extract_features
 from automl.images import load_image
 from automl.probe import sample_probe
+from automl.settings import BankSettings, ProbeSettings, TaskSettings
 from automl.tasks import load_task
 
 ARCHS = ("test_resnet", "test_efficientnet", "test_vit")
@@ -68,7 +69,7 @@ def full_size_bank(folder: Path):
     manifest = {"name": "full_size", "models": [{"name": "resnet18_random", "arch": "resnet18",
                                                  "weights": "resnet18.safetensors", "num_classes": 1000}]}
     (folder / "bank.yaml").write_text(yaml.safe_dump(manifest))
-    return load_bank({"name": "full_size", "dir": str(folder)}, folder)
+    return load_bank(BankSettings(name="full_size", dir=str(folder)), folder)
 
 
 def throughput(entries, images, labels, repeats: int, batch_size: int, table: Table) -> None:
@@ -113,10 +114,10 @@ def main() -> None:
                         help="also resnet18 at 224 px on the first size (~1 min)")
     args = parser.parse_args()
 
-    bank = load_bank({"name": "demo", "dir": str(args.bank_dir), "build": "demo"}, args.bank_dir.parent)
+    bank = load_bank(BankSettings(name="demo", dir=str(args.bank_dir), build="demo"), args.bank_dir.parent.parent)
     with tempfile.TemporaryDirectory() as data_dir:
-        task = load_task({"name": "shapes", "builtin": "shapes"}, data_dir)
-        probe = sample_probe(task.splits["train"].labels, budget=500)
+        task = load_task(TaskSettings(name="shapes", builtin="shapes"), data_dir)
+        probe = sample_probe(task.splits["train"].labels, ProbeSettings(budget=500))
         images = [load_image(task.splits["train"].paths[i]) for i in probe]
         labels = np.asarray(task.splits["train"].labels)[probe]
 

@@ -14,6 +14,7 @@ other processes hits both alike. Printed: median images/second per loader-worker
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import os
 import statistics
 import sys
@@ -27,10 +28,11 @@ from torch import nn
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from automl.config import compose
+from automl.config import compose, resolve
 from automl.finetune.data import TaskDataModule
 from automl.finetune.fit import quiet_libraries
-from automl.finetune.module import FinetuneModule, Hparams, build_optimizer, make_trainer
+from automl.finetune.module import FinetuneModule, build_optimizer, make_trainer
+from automl.settings import Hparams
 from automl.tasks import load_task
 
 DATA_CONFIG = {"input_size": (3, 32, 32), "mean": (0.5, 0.5, 0.5), "std": (0.25, 0.25, 0.25),
@@ -99,10 +101,9 @@ def main() -> None:
     if args.threads is not None:
         torch.set_num_threads(args.threads)
 
-    cfg = compose([])
-    task = load_task(cfg.task, cfg.cache_dir)  # builtin digits: 1257 training images, 10 classes
-    hparams = Hparams.from_mapping({**cfg.finetune.default_hparams, "epochs": args.epochs,
-                                    "batch_size": args.batch_size})
+    settings = resolve(compose([]))
+    task = load_task(settings.task, settings.cache_dir)  # builtin digits: 1257 training images, 10 classes
+    hparams = dataclasses.replace(settings.finetune.default_hparams, epochs=args.epochs, batch_size=args.batch_size)
     print(f"{args.arch} on {task.name} ({len(task.splits['train'])} train images, 32 px), batch {args.batch_size}, "
           f"{args.epochs} epochs x {args.rounds} rounds, torch threads {torch.get_num_threads()}, "
           f"{os.cpu_count()} CPUs")

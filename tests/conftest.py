@@ -65,8 +65,23 @@ def write_random_bank(folder: Path, models: dict[str, tuple[str, dict]], num_cla
 @pytest.fixture(scope="session")
 def small_demo_bank(tmp_path_factory) -> Path:
     """The real demo-bank recipe, shrunk: 2 architectures x 2 source datasets, 1 epoch (~10 s)."""
-    from automl.demo_bank import build_demo_bank
+    from automl.bank.demo import build_demo_bank
 
     folder = tmp_path_factory.mktemp("small_demo_bank")
     build_demo_bank(folder, archs=["resnet", "effnet"], sources=["textures", "photos"], epochs=1)
     return folder
+
+
+def run_cli(main, *args: str) -> int:
+    """Run a Hydra command-line ``main`` in this process as ``python -m ... <args>``; its exit status."""
+    import sys
+
+    argv = sys.argv
+    sys.argv = ["automl", *args]
+    try:
+        main()
+    except SystemExit as exit_:
+        return exit_.code if isinstance(exit_.code, int) else 1
+    finally:
+        sys.argv = argv
+    return 0

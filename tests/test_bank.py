@@ -13,7 +13,6 @@ import timm
 import torch
 import yaml
 
-from automl import demo_bank
 from automl.bank import (
     BankError,
     create_model,
@@ -23,6 +22,9 @@ from automl.bank import (
     resolve_data_config,
     weights_digest,
 )
+from automl.bank import demo as demo_bank
+from automl.config import compose, resolve
+from automl.settings import BankSettings
 
 ARCH = "test_resnet"
 
@@ -44,7 +46,7 @@ def entry_cfg(weights, name="m", arch=ARCH, num_classes=5, **extra):
 
 
 def one_entry(*models):
-    return load_bank({"name": "b", "models": list(models)}, "unused").entries[0]
+    return load_bank(BankSettings(name="b", models=list(models)), "unused").entries[0]
 
 
 def write_manifest(folder, models):
@@ -75,7 +77,7 @@ def test_manifest_paths_are_relative_to_the_manifest(tmp_path, monkeypatch):
     folder = write_manifest(tmp_path / "bank", [entry_cfg("weights/a.safetensors", source={"name": "x"})])
     save_weights(folder / "weights" / "a.safetensors")
     monkeypatch.chdir(tmp_path / "bank" / "weights")  # anywhere but the manifest's folder
-    bank = load_bank({"dir": str(folder)}, tmp_path / "cache")
+    bank = load_bank(BankSettings(dir=str(folder)), tmp_path / "cache")
     assert bank.name == "mine" and bank.root == folder.resolve() and len(bank) == 1
     assert bank.entries[0].weights == str((folder / "weights" / "a.safetensors").resolve())
     assert bank.entries[0].source.name == "x" and bank.entries[0].origin == str(folder.resolve() / "bank.yaml")
@@ -91,14 +93,14 @@ def test_missing_manifest_is_built_when_asked(tmp_path, monkeypatch):
         write_manifest(out_dir, [entry_cfg("a.safetensors")])
 
     monkeypatch.setattr(demo_bank, "build_demo_bank", fake_build)
-    bank = load_bank({"name": "demo", "build": "demo"}, tmp_path / "cache")
+    bank = load_bank(BankSettings(name="demo", build="demo"), tmp_path / "cache")
     assert built == [(tmp_path / "cache" / "banks" / "demo").resolve()]
     assert bank.name == "mine" and bank.entries[0].name == "m"  # the manifest's own name
-    load_bank({"name": "demo", "build": "demo"}, tmp_path / "cache")
+    load_bank(BankSettings(name="demo", build="demo"), tmp_path / "cache")
     assert len(built) == 1  # the manifest exists now
     # bank.dir pointing elsewhere (a typo, an empty folder) is an error, not a surprise demo build there
-    with pytest.raises(BankError, match=r"bank manifest not found .*built only in .*python -m automl.bank build"):
-        load_bank({"name": "demo", "build": "demo", "dir": str(tmp_path / "elsewhere")}, tmp_path / "cache")
+    with pytest.raises(BankError, match=r"bank manifest not found .*built only in .*python -m automl.bank.demo"):
+        load_bank(BankSettings(name="demo", build="demo", dir=str(tmp_path / "elsewhere")), tmp_path / "cache")
     assert len(built) == 1
 
 
@@ -230,29 +232,34 @@ def test_hub_weights_offline_without_cache(tmp_path, monkeypatch):
 def test_manifest_errors_name_the_file_and_entry(tmp_path, models, message):
     folder = write_manifest(tmp_path / "bank", models)
     with pytest.raises(BankError, match=r"bank\.yaml: .*" + message):
-        load_bank({"dir": str(folder)}, tmp_path)
+        load_bank(BankSettings(dir=str(folder)), tmp_path)
 
 
 @pytest.mark.parametrize(
-    ("cfg", "message"),
+    ("overrides", "message"),
     [
-        ({"name": "b", "models": [], "dir": "x"}, r"either `models` .* or `dir`"),
-        ({"name": "b"}, r"set `models` .* or `dir`"),
-        ({"name": "b", "dir": "x", "colour": 1}, r"unknown field\(s\) \['colour'\]"),
-        ({"name": "b", "dir": "x", "build": "big"}, r"build='big'; known builders: demo"),
-        ({"name": "b", "dir": "nowhere"}, r"nowhere/bank\.yaml: bank manifest not found"),
+        (["bank.models=[]", "bank.dir=x", "bank.build=null"], r"either `models` .* or `dir`"),
+        (["bank.dir=null", "bank.build=null"], r"set `models` .* or `dir`"),
+        (["+bank.colour=1"], r"bank.colour: unknown setting"),
+        (["bank.build=big"], r"bank.build='big' must be one of \[None, 'demo'\]"),
     ],
 )
-def test_bank_config_errors(tmp_path, monkeypatch, cfg, message):
+def test_bank_settings_errors_name_the_setting(overrides, message):
+    with pytest.raises(Exception, match=message) as error:
+        resolve(compose(overrides))
+    assert error.type.__name__ in ("SettingsError", "ConfigCompositionException")
+
+
+def test_missing_manifest_names_the_folder(tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
-    with pytest.raises(BankError, match=message):
-        load_bank(cfg, tmp_path)
+    with pytest.raises(BankError, match=r"nowhere/bank\.yaml: bank manifest not found"):
+        load_bank(BankSettings(name="b", dir="nowhere"), tmp_path)
 
 
 def test_yaml_syntax_error_names_the_file(tmp_path):
     (tmp_path / "bank.yaml").write_text("name: x\nmodels: [\n")
     with pytest.raises(BankError, match=r"bank\.yaml: cannot read the bank manifest"):
-        load_bank({"dir": str(tmp_path)}, tmp_path)
+        load_bank(BankSettings(dir=str(tmp_path)), tmp_path)
 
 
 # ----------------------------------------------------------------------------------- input and meta
@@ -291,7 +298,7 @@ def test_demo_bank_build_is_deterministic_resumable_and_valid(tmp_path):
     # The real recipe, shrunk: one architecture, one epoch (the full build takes minutes).
     quick = {"archs": ["effnet"], "epochs": 1}
     manifest = demo_bank.build_demo_bank(tmp_path / "a", seed=0, **quick)
-    bank = load_bank({"dir": str(manifest.parent)}, tmp_path)
+    bank = load_bank(BankSettings(dir=str(manifest.parent)), tmp_path)
     assert [e.source.name for e in bank] == ["photos", "symbols", "textures"]  # sources only, no targets
     for entry in bank:
         assert entry.sha256 and entry.data_config["input_size"] == (3, 32, 32) and entry.source.num_images > 0
@@ -299,5 +306,6 @@ def test_demo_bank_build_is_deterministic_resumable_and_valid(tmp_path):
     mtimes = [os.stat(e.weights).st_mtime_ns for e in bank]
     demo_bank.build_demo_bank(tmp_path / "a", seed=0, **quick)  # resumed: nothing retrained
     assert [os.stat(e.weights).st_mtime_ns for e in bank] == mtimes
-    again = load_bank({"dir": str(demo_bank.build_demo_bank(tmp_path / "b", seed=0, **quick).parent)}, tmp_path)
+    again = load_bank(BankSettings(dir=str(demo_bank.build_demo_bank(tmp_path / "b", seed=0, **quick).parent)),
+                      tmp_path)
     assert [e.sha256 for e in again] == [e.sha256 for e in bank]

@@ -13,11 +13,11 @@ from pathlib import Path
 import numpy as np
 import pytest
 from conftest import write_image_folder, write_random_bank
-from omegaconf import OmegaConf
 
 from automl import bench
-from automl.config import compose
+from automl.config import compose, resolve
 from automl.history import History
+from automl.settings import FinetuneSettings, Hparams, SettingsError
 from automl.transferability import score
 
 pytestmark = [pytest.mark.filterwarnings("ignore:.*isinstance.treespec, LeafSpec:FutureWarning"),  # Lightning's
@@ -79,15 +79,16 @@ def test_summary_averages_targets_per_seed_then_seeds():
 
 
 def test_recipe_id_changes_with_the_recipe_only():
-    defaults = dict(lr=1e-3, weight_decay=0.05, optimizer="adamw", strategy="full", freeze_fraction=0.5,
-                    layer_decay=1.0, label_smoothing=0.1, mixup=0.0, cutmix=0.0, batch_size=8, epochs=2,
-                    warmup_epochs=1)
-    base = bench.recipe_id(bench.oracle_recipe(defaults, {}, {"scale": [0.35, 1.0]}, None, 0))
-    assert base == bench.recipe_id(bench.oracle_recipe(defaults, None, {"scale": [0.35, 1.0]}, None, 0))
-    assert base != bench.recipe_id(bench.oracle_recipe(defaults, {"lr": 2e-3}, {"scale": [0.35, 1.0]}, None, 0))
-    assert base != bench.recipe_id(bench.oracle_recipe(defaults, {}, {"scale": [0.35, 1.0]}, 2, 0))
-    with pytest.raises(ValueError, match=r"bench\.oracle\.hparams: lr"):
-        bench.oracle_recipe(defaults, {"lr": -1}, {}, None, 0)
+    finetune = FinetuneSettings(default_hparams=Hparams(lr=1e-3, batch_size=8, epochs=2))
+    base = bench.recipe_id(bench.oracle_recipe(finetune, {}, 0))
+    assert base == bench.recipe_id(bench.oracle_recipe(FinetuneSettings(default_hparams=Hparams(batch_size=8, epochs=2)),
+                                                       {"lr": 1e-3}, 0))
+    assert base != bench.recipe_id(bench.oracle_recipe(finetune, {"lr": 2e-3}, 0))
+    assert base != bench.recipe_id(bench.oracle_recipe(FinetuneSettings(default_hparams=finetune.default_hparams,
+                                                                        limit_train_batches=2), {}, 0))
+    assert base != bench.recipe_id(bench.oracle_recipe(finetune, {}, 1))
+    with pytest.raises(SettingsError, match=r"bench\.oracle\.hparams: lr"):
+        bench.oracle_recipe(finetune, {"lr": -1}, 0)
 
 
 # ------------------------------------------------------------------------------------- bank x targets
@@ -109,7 +110,7 @@ def tiny_cfg(tiny: dict[str, Path], work: Path, targets: list[str]):
         "finetune.torch_threads=1",
     ], config_name="bench")
     cfg.bench.targets = [{"root": str(tiny["root"] / t)} for t in targets]
-    return cfg
+    return resolve(cfg)
 
 
 def test_oracle_is_cached_and_resumes(tiny, tmp_path):
@@ -186,8 +187,8 @@ def write_paper_files(root: Path, payload: object = None) -> tuple[Path, Path]:
 
 
 def paper_cfg(oracle_csv: Path, probes: Path, *extra: str):
-    return compose([f"bench.paper.oracle_csv={oracle_csv}", f"bench.paper.probes_dir={probes}",
-                    "bench.probe_seeds=[0,1]", *extra], config_name="bench")
+    return resolve(compose([f"bench.paper.oracle_csv={oracle_csv}", f"bench.paper.probes_dir={probes}",
+                            "bench.probe_seeds=[0,1]", *extra], config_name="bench"))
 
 
 def test_paper_oracle_csv_and_probe_pickles(tmp_path):
@@ -246,6 +247,6 @@ def test_bad_oracle_csv_is_named(tmp_path):
 
 
 def test_unknown_target_config_is_named():
-    cfg = compose(["bench.targets=[digits,nope]"], config_name="bench")
+    settings = resolve(compose(["bench.targets=[digits,nope]"], config_name="bench"))
     with pytest.raises(bench.BenchError, match=r"bench\.targets\[1\]: no task config .*nope\.yaml"):
-        bench.target_configs(cfg, OmegaConf.to_container(cfg.bench.targets))
+        bench.target_settings(settings.task, settings.bench.targets)

@@ -17,6 +17,7 @@ from automl import features as features_module
 from automl.bank import BankError, create_model, load_bank, resolve_data_config
 from automl.features import FeatureError, extract_bank, extract_features
 from automl.images import load_image
+from automl.settings import BankSettings, TaskSettings
 from automl.tasks import load_task
 
 RES = {"name": "res", "arch": "test_resnet", "weights": "res.safetensors", "num_classes": 5,
@@ -41,13 +42,13 @@ def bank(tmp_path):
     save_weights(folder / "res.safetensors", "test_resnet", 5)
     save_weights(folder / "eff.safetensors", "test_efficientnet", 0)
     (folder / "bank.yaml").write_text(yaml.safe_dump({"name": "tiny", "models": [RES, EFF]}))
-    return load_bank({"dir": str(folder)}, tmp_path)
+    return load_bank(BankSettings(dir=str(folder)), tmp_path)
 
 
 @pytest.fixture
 def task(tmp_path, cache_dir):
     root = write_image_folder(tmp_path / "data", {"cat": 10, "dog": 10, "owl": 10})
-    return load_task({"name": "pets", "root": str(root)}, cache_dir)
+    return load_task(TaskSettings(name="pets", root=str(root)), cache_dir)
 
 
 @pytest.fixture
@@ -101,7 +102,7 @@ def test_features_equal_timm_reference_pipeline_with_the_entry_data_config(bank,
 
 def test_nan_features_name_the_model(tmp_path, task):
     save_weights(tmp_path / "res.safetensors", "test_resnet", 5, poison=True)
-    entry = load_bank({"name": "b", "models": [{**RES, "weights": str(tmp_path / "res.safetensors")}]}, tmp_path).entries[0]
+    entry = load_bank(BankSettings(name="b", models=[{**RES, "weights": str(tmp_path / "res.safetensors")}]), tmp_path).entries[0]
     with pytest.raises(FeatureError, match=r"model 'res': 4 of 4 probe images gave NaN/inf features"):
         extract_features(entry, probe_images(task, range(4)), np.zeros(4))
 

@@ -19,17 +19,20 @@ import optuna
 import pytest
 import timm
 import torch
-from conftest import write_random_bank
+from conftest import run_cli, write_random_bank
 from optuna.trial import TrialState
 
 from automl.bank import load_bank
-from automl.config import compose, storage_url
+from automl.config import compose, resolve, storage_url
 from automl.finetune import load_outcome, run_finetune
+from automl.finetune.budget import Budget, OverBudget, counts
 from automl.finetune.export import ExportError, load_exported, read_config
 from automl.finetune.fit import fit_once
-from automl.finetune.module import FinetuneModule, Hparams, backbone_blocks, build_optimizer, freeze
-from automl.finetune.search import Budget, OverBudget, SearchSpace, counts, open_storage
+from automl.finetune.module import FinetuneModule, backbone_blocks, build_optimizer, freeze
+from automl.finetune.space import SearchSpace
+from automl.finetune.study import open_storage
 from automl.predict import main as predict_main
+from automl.settings import FinetuneSettings, Hparams, SettingsError
 from automl.tasks import load_task
 
 pytestmark = pytest.mark.filterwarnings("ignore:.*isinstance.treespec, LeafSpec:FutureWarning")  # Lightning's
@@ -44,7 +47,7 @@ def env(tmp_path_factory) -> dict[str, Path]:
     root = tmp_path_factory.mktemp("finetune")
     bank = write_random_bank(root / "bank", MODELS, num_classes=5)
     cache = root / "cache"
-    load_task(compose([f"cache_dir={cache}"]).task, cache)  # materialize digits once for every worker
+    load_task(resolve(compose([f"cache_dir={cache}"])).task, cache)  # materialize digits once for every worker
     return {"bank": bank, "cache": cache}
 
 
@@ -62,13 +65,19 @@ def overrides(env: dict[str, Path], work: Path, n_trials: int, *extra: str) -> l
 
 
 def setup(env: dict[str, Path], args: list[str]):
-    cfg = compose(args)
-    return cfg, load_task(cfg.task, cfg.cache_dir), list(load_bank(cfg.bank, cfg.cache_dir))
+    settings = resolve(compose(args))
+    return settings, load_task(settings.task, settings.cache_dir), list(load_bank(settings.bank, settings.cache_dir))
 
 
-def load(cfg) -> optuna.Study:
-    url = storage_url(str(cfg.storage))
-    (name,) = optuna.get_all_study_names(url) if cfg.finetune.study is None else (cfg.finetune.study,)
+def search(settings, task, bank, run_dir: Path, **kwargs):
+    """``run_finetune`` with the run's settings, as the finetune stage calls it."""
+    return run_finetune(task, bank, settings.finetune, settings.search_space, storage=settings.storage,
+                        device=settings.device, seed=settings.seed, run_dir=run_dir, **kwargs)
+
+
+def load(settings) -> optuna.Study:
+    url = storage_url(str(settings.storage))
+    (name,) = optuna.get_all_study_names(url) if settings.finetune.study is None else (settings.finetune.study,)
     return optuna.load_study(study_name=name, storage=url)
 
 
@@ -124,22 +133,25 @@ def test_layer_decay_scales_the_group_learning_rates():
 
 
 def test_hparams_and_search_space_errors_name_the_field():
-    with pytest.raises(ValueError, match="strategy='half'"):
+    with pytest.raises(SettingsError, match="strategy='half'"):
         hparams(strategy="half")
-    with pytest.raises(ValueError, match=r"layer_decay=1\.5"):
+    with pytest.raises(SettingsError, match=r"layer_decay=1\.5"):
         hparams(layer_decay=1.5)
-    with pytest.raises(ValueError, match="unknown hyperparameter"):
+    with pytest.raises(SettingsError, match="unknown hyperparameter"):
         Hparams.from_mapping({**hparams().as_dict(), "momentum": 0.9})
-    with pytest.raises(ValueError, match=r"search_space\.lr"):
+    with pytest.raises(SettingsError, match=r"search_space\.lr"):
         SearchSpace({"lr": {"type": "float", "low": 1e-3}}, ["m"])
-    with pytest.raises(ValueError, match=r"search_space\.dropout"):
+    with pytest.raises(SettingsError, match=r"search_space\.dropout"):
         SearchSpace({"dropout": 0.1}, ["m"])
+    with pytest.raises(SettingsError, match=r"finetune.default_hparams.epochs=9 exceeds finetune.max_epochs=6"):
+        resolve(compose(["finetune.default_hparams.epochs=9"]))
 
 
 # ------------------------------------------------------------------------------------------- budget
 @pytest.mark.filterwarnings("ignore:Heartbeat of storage")  # trials made by hand, outside Study.optimize
 def test_budget_admission_is_exact_when_trials_race(tmp_path):
-    storage = open_storage(f"sqlite:///{tmp_path}/b.db", heartbeat_interval=1, grace_period=5, max_retry=0)
+    storage = open_storage(f"sqlite:///{tmp_path}/b.db",
+                           FinetuneSettings(heartbeat_interval=1, grace_period=5, max_retry=0))
     study = optuna.create_study(storage=storage)
     budget = Budget(n_trials=2, deadline=None, poll_s=0.05)
     done = study.ask()
@@ -178,7 +190,8 @@ def test_ctrl_c_in_a_fit_stays_a_keyboard_interrupt_and_ctrl_c_keeps_working(env
     previous = signal.signal(signal.SIGINT, signal.default_int_handler)  # as in a terminal, even when run in
     try:  # the background; Lightning alone raises SystemExit(1) and leaves SIGINT ignored
         with pytest.raises(KeyboardInterrupt):
-            fit_once(bank[0], task, hparams(batch_size=32), callbacks=[_CtrlC()], limit_train_batches=2)
+            fit_once(bank[0], task, hparams(batch_size=32), FinetuneSettings(limit_train_batches=2),
+                     callbacks=[_CtrlC()])
         assert signal.getsignal(signal.SIGINT) is signal.default_int_handler
     finally:
         signal.signal(signal.SIGINT, previous)
@@ -189,11 +202,10 @@ def test_search_fails_a_nan_trial_exports_best_and_predict_reproduces_it(env, tm
     # Trials 0, 1: the per-model defaults; trial 2: a history warm start with an absurd learning rate.
     lr_choices = "+search_space.lr={type: categorical, choices: [3.0e-3, 1.0e+9]}"
     args = overrides(env, tmp_path, 3, "~search_space.lr", lr_choices)
-    cfg, task, bank = setup(env, args)
+    settings, task, bank = setup(env, args)
     reported = []
     warm = [{"model": "convnext_a", "lr": 1.0e9, "optimizer": "sgd", "strategy": "full", "mixup": 0.0}]
-    outcome = run_finetune(cfg, task, bank, tmp_path / "run", storage=str(cfg.storage), warm_start=warm,
-                           on_trial_finished=reported.append)
+    outcome = search(settings, task, bank, tmp_path / "run", warm=warm, on_trial_finished=reported.append)
 
     states = [r.state for r in outcome.trials]
     assert [r.model for r in outcome.trials] == ["effnet_a", "convnext_a", "convnext_a"]
@@ -211,45 +223,47 @@ def test_search_fails_a_nan_trial_exports_best_and_predict_reproduces_it(env, tm
     assert config["source"]["model"] == best.model and config["task"]["fingerprint"] == task.fingerprint
 
     out = tmp_path / "pred.csv"
-    assert predict_main([f"model={outcome.best_dir}", f"images={task.root / 'test'}", f"out={out}"]) == 0
+    assert run_cli(predict_main, f"model={outcome.best_dir}", f"images={task.root / 'test'}", f"out={out}") == 0
     assert f"accuracy: {best.test_accuracy:.4f}" in capsys.readouterr().out
     lines = out.read_text().splitlines()
     assert lines[0] == "path,label,probability" and len(lines) == 1 + len(task.splits["test"])
 
     # Resume: the budget is spent, nothing is enqueued or run again.
-    again = run_finetune(cfg, task, bank, tmp_path / "run", storage=str(cfg.storage), warm_start=warm)
+    again = search(settings, task, bank, tmp_path / "run", warm=warm)
     assert [r.number for r in again.trials] == [0, 1, 2] and again.best == best
-    assert len(load(cfg).trials) == 3
-    loaded = load_outcome(cfg, task, bank, tmp_path / "report", storage=str(cfg.storage))
+    assert len(load(settings).trials) == 3
+    loaded = load_outcome(task, bank, settings.finetune, settings.search_space, storage=settings.storage,
+                          run_dir=tmp_path / "report")
     assert loaded.trials == outcome.trials and (loaded.best_dir / "model.safetensors").is_file()
 
 
 def test_time_budget_stops_starting_trials(env, tmp_path):
     args = overrides(env, tmp_path, 1, "finetune.n_trials=null", "finetune.time_budget_min=0.005",
                      "finetune.warm_start=false")
-    cfg, task, bank = setup(env, args)
-    outcome = run_finetune(cfg, task, bank, tmp_path / "run", storage=str(cfg.storage))
+    settings, task, bank = setup(env, args)
+    outcome = search(settings, task, bank, tmp_path / "run")
     assert len(outcome.trials) == 1 and outcome.n_counted == 1  # the first starts at once; then time is up
 
 
 def test_predict_reports_bad_inputs(tmp_path, capsys):
-    assert predict_main([f"model={tmp_path / 'nope'}", f"images={tmp_path}"]) == 2
+    assert run_cli(predict_main, f"model={tmp_path / 'nope'}", f"images={tmp_path}") == 2
     assert "not a folder" in capsys.readouterr().err
     (tmp_path / "m").mkdir()
     (tmp_path / "m" / "config.json").write_text("{not json")
-    assert predict_main([f"model={tmp_path / 'm'}", f"images={tmp_path}"]) == 2
+    assert run_cli(predict_main, f"model={tmp_path / 'm'}", f"images={tmp_path}") == 2
     assert "config.json: not readable JSON" in capsys.readouterr().err
     (tmp_path / "m" / "config.json").write_text(json.dumps({"format_version": 1}))
     with pytest.raises(ExportError, match="missing field"):
         load_exported(tmp_path / "m")
-    assert predict_main(["images=x"]) == 2
-    assert "missing model=" in capsys.readouterr().err
+    assert run_cli(predict_main, "images=x") == 2
+    assert "missing mandatory value: model" in capsys.readouterr().err
 
 
 # ------------------------------------------------------------------------------------ worker processes
 def start_worker(args: list[str], run_dir: Path, log: Path) -> subprocess.Popen:
+    """``python -m automl stage=finetune`` in ``run_dir``, as a scale-out worker is started."""
     # SIGINT at its default even where the test runner inherited it ignored (a background CI job)
-    return subprocess.Popen([sys.executable, "-m", "automl.finetune.search", "--run-dir", str(run_dir), *args],
+    return subprocess.Popen([sys.executable, "-m", "automl", "stage=finetune", f"hydra.run.dir={run_dir}", *args],
                             cwd=REPO, stdout=log.open("w"), stderr=subprocess.STDOUT,
                             preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
 
@@ -275,7 +289,7 @@ def wait_for_trials(worker: subprocess.Popen, cfg, log: Path, ready: Callable[[l
 def test_resume_after_sigkill_keeps_finished_trials_and_counts_exactly(env, tmp_path):
     args = overrides(env, tmp_path, 3, "finetune.heartbeat_interval=1", "finetune.grace_period=3",
                      "finetune.warm_start=false", "finetune.pruner=none")
-    cfg = compose(args)
+    cfg = resolve(compose(args))
     worker = start_worker(args, tmp_path / "run", tmp_path / "first.log")
     wait_for_trials(worker, cfg, tmp_path / "first.log",  # kill -9 while trial 1 runs (trial 0 finished)
                     lambda t: len(t) >= 2 and t[0].state.is_finished() and t[1].state == TrialState.RUNNING)
@@ -296,7 +310,7 @@ def test_resume_after_sigkill_keeps_finished_trials_and_counts_exactly(env, tmp_
 def test_ctrl_c_mid_fit_exits_130_and_the_rerun_trains_that_trial_again(env, tmp_path):
     args = overrides(env, tmp_path, 2, "finetune.max_epochs=8", "finetune.default_hparams.epochs=8",
                      "finetune.warm_start=false", "finetune.pruner=none")
-    cfg = compose(args)
+    cfg = resolve(compose(args))
     worker = start_worker(args, tmp_path / "run", tmp_path / "first.log")
     wait_for_trials(worker, cfg, tmp_path / "first.log",  # Ctrl-C once trial 0 has validated an epoch: in the fit
                     lambda t: len(t) >= 1 and t[0].state == TrialState.RUNNING and t[0].intermediate_values)
@@ -322,7 +336,7 @@ def test_two_concurrent_workers_share_an_exact_budget(env, tmp_path, backend):
             pytest.skip("AUTOML_TEST_POSTGRES_URL is not set")
         extra.append(f"storage={url}")
     args = overrides(env, tmp_path, 4, *extra)
-    cfg = compose(args)
+    cfg = resolve(compose(args))
     workers = [start_worker(args, tmp_path / f"run{i}", tmp_path / f"w{i}.log") for i in range(2)]
     try:
         for i, worker in enumerate(workers):

@@ -13,6 +13,7 @@ from pathlib import Path
 
 import pytest
 import sqlalchemy as sa
+from conftest import run_cli
 
 import automl
 from automl.config import storage_url
@@ -23,8 +24,8 @@ from automl.history import (
     HistoryError,
     RecordError,
     TransferRecord,
-    main,
 )
+from automl.history.__main__ import main
 
 REPO_ROOT = Path(automl.__file__).resolve().parent.parent
 
@@ -241,22 +242,22 @@ def test_command_line_export_import_list(tmp_path, url, capsys, monkeypatch):
     with History(url) as history:
         history.add(make_record())
     out = tmp_path / "out.csv"
-    assert main(["export", str(out), f"storage={url}"]) == 0
+    assert run_cli(main, "action=export", f"file={out}", f"storage={url}") == 0
     assert out.read_text().splitlines()[0] == ",".join(FIELDS)
     other = f"sqlite:///{tmp_path / 'other.db'}"
-    assert main(["import", str(out), f"storage={other}"]) == 0
+    assert run_cli(main, "action=import", f"file={out}", f"storage={other}") == 0
     assert "imported 1 new record(s)" in capsys.readouterr().out
-    assert main(["list", f"storage={other}"]) == 0
+    assert run_cli(main, f"storage={other}") == 0
     assert "resnet18_imagenet" in capsys.readouterr().out
-    assert main(["import", str(tmp_path / "missing.csv"), f"storage={other}"]) == 1
+    assert run_cli(main, "action=import", f"file={tmp_path / 'missing.csv'}", f"storage={other}") == 2
     assert "missing.csv: cannot read" in capsys.readouterr().err
-    assert main(["frobnicate"]) == 2
+    assert run_cli(main, "action=frobnicate") != 0
 
 
 def test_module_entry_point(tmp_path, url):
     History(url).close()
     env = {**os.environ, "PYTHONPATH": str(REPO_ROOT)}
-    result = subprocess.run([sys.executable, "-m", "automl.history", "export", str(tmp_path / "x.csv"),
+    result = subprocess.run([sys.executable, "-m", "automl.history", "action=export", f"file={tmp_path / 'x.csv'}",
                              f"storage={url}"], env=env, capture_output=True, text=True, timeout=120)
     assert result.returncode == 0, result.stderr
     assert "exported 0 record(s)" in result.stdout

@@ -15,11 +15,11 @@ import pytest
 from conftest import write_random_bank
 from PIL import Image
 
-from automl.config import compose
+from automl.config import compose, resolve
 from automl.history import History
-from automl.pipeline import run
-from automl.predictor import leave_one_task_out
-from automl.rank import predictor_options
+from automl.pipeline import run as run_settings
+from automl.predictor import leave_one_task_out, predictor_options
+from automl.settings import AutomlSettings, SettingsError
 from automl.transferability import available
 
 pytestmark = [pytest.mark.filterwarnings("ignore:.*isinstance.treespec, LeafSpec:FutureWarning"),  # Lightning's
@@ -36,6 +36,16 @@ def base_overrides(bank: Path, work: Path) -> list[str]:
             f"storage=sqlite:///{work}/automl.db", f"finetune.artifacts_dir={work}/artifacts", "device=cpu"]
 
 
+def settings(overrides: list[str]) -> AutomlSettings:
+    """What ``python -m automl <overrides>`` runs with."""
+    return resolve(compose(overrides))
+
+
+def run(overrides: list[str], run_dir: Path) -> float | None:
+    """The pipeline in this process, as ``python -m automl <overrides> hydra.run.dir=<run_dir>`` runs it."""
+    return run_settings(settings(overrides), run_dir)
+
+
 def read_csv(path: Path) -> list[dict[str, str]]:
     with path.open(newline="") as handle:
         return list(csv.DictReader(handle))
@@ -43,8 +53,8 @@ def read_csv(path: Path) -> list[dict[str, str]]:
 
 # ----------------------------------------------------------------------------------------- rank stage
 def test_rank_stage_writes_a_complete_ranking_and_reuses_cached_features(small_demo_bank, tmp_path, capsys):
-    cfg = compose([*base_overrides(small_demo_bank, tmp_path), "task=shapes", "stage=rank"])
-    run(cfg, tmp_path / "run1")
+    overrides = [*base_overrides(small_demo_bank, tmp_path), "task=shapes", "stage=rank"]
+    run(overrides, tmp_path / "run1")
     rows = read_csv(tmp_path / "run1" / "ranking.csv")
     header = list(rows[0])
     assert header == ["rank", "model", "arch", "source", *available(), "predicted_accuracy", "predicted_low",
@@ -59,7 +69,7 @@ def test_rank_stage_writes_a_complete_ranking_and_reuses_cached_features(small_d
 
     features = sorted((tmp_path / "cache" / "features").glob("*.npz"))
     mtimes = [path.stat().st_mtime_ns for path in features]
-    run(cfg, tmp_path / "run2")
+    run(overrides, tmp_path / "run2")
     assert sorted((tmp_path / "cache" / "features").glob("*.npz")) == features  # no new extraction
     assert [path.stat().st_mtime_ns for path in features] == mtimes
     assert read_csv(tmp_path / "run2" / "ranking.csv") == rows
@@ -67,17 +77,17 @@ def test_rank_stage_writes_a_complete_ranking_and_reuses_cached_features(small_d
 
 def test_rank_stage_bad_input_is_a_clear_error(small_demo_bank, tmp_path):
     base = base_overrides(small_demo_bank, tmp_path)
-    with pytest.raises(ValueError, match=r"rank.scores: unknown score\(s\) \['bogus'\]"):
-        run(compose([*base, "stage=rank", "rank.scores=[parc,linear,bogus]"]), tmp_path / "run")
+    with pytest.raises(SettingsError, match=r"rank.scores/rank.options: unknown score\(s\) \['bogus'\]"):
+        run([*base, "stage=rank", "rank.scores=[parc,linear,bogus]"], tmp_path / "run")
     with pytest.raises(ValueError, match="26 classes but a probe budget of 40 allows at most 20"):
-        run(compose([*base, "task=glyphs", "stage=rank", "probe.budget=40", "probe.subsample_classes=false"]),
+        run([*base, "task=glyphs", "stage=rank", "probe.budget=40", "probe.subsample_classes=false"],
             tmp_path / "run")
 
     broken = write_random_bank(tmp_path / "broken", {"a": ("test_resnet", {}), "b": ("test_efficientnet", {})}, 3)
     for weights in broken.glob("*.safetensors"):  # truncated downloads
         weights.write_bytes(weights.read_bytes()[:100])
     with pytest.raises(RuntimeError, match=r"no model of bank 'broken' could be loaded:\n  a: .*\n  b: "):
-        run(compose([*base, f"bank.dir={broken}", "bank.name=broken", "stage=rank"]), tmp_path / "run")
+        run([*base, f"bank.dir={broken}", "bank.name=broken", "stage=rank"], tmp_path / "run")
 
 
 # ---------------------------------------------------------------------------------------- calibration
@@ -87,17 +97,17 @@ def test_calibration_on_real_fine_tuning_records_beats_the_prior(small_demo_bank
     base = [*base_overrides(small_demo_bank, tmp_path), *QUICK_FINETUNE, "finetune.top_k=4", "finetune.n_trials=4",
             "finetune.pruner=none", "stage=finetune"]
     for task in ("digits", "shapes", "glyphs"):
-        outcome_acc = run(compose([*base, f"task={task}"]), tmp_path / task)
+        outcome_acc = run([*base, f"task={task}"], tmp_path / task)
         assert outcome_acc is not None
     records = History(f"sqlite:///{tmp_path}/automl.db").records(kind="finetune")
     assert len(records) == 12 and all(r.test_accuracy is not None and r.scores_z for r in records)
 
-    result = leave_one_task_out(records, **predictor_options(compose([]).rank))
+    result = leave_one_task_out(records, **predictor_options(settings([]).rank))
     assert result["num_tasks"] == 3 and result["helps"]
     assert result["overall"]["calibrated"]["mae"] < result["overall"]["prior"]["mae"]
 
     capsys.readouterr()
-    run(compose([*base_overrides(small_demo_bank, tmp_path), "stage=calibrate"]), tmp_path / "calibrate")
+    run([*base_overrides(small_demo_bank, tmp_path), "stage=calibrate"], tmp_path / "calibrate")
     out = capsys.readouterr().out
     assert "Leave-one-task-out" in out and "calibration helps" in out
 

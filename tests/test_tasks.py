@@ -8,16 +8,18 @@ import pytest
 from conftest import write_image, write_image_folder
 from PIL import Image
 
+from automl.config import compose, resolve
 from automl.images import BadImageError, load_image
+from automl.settings import SettingsError, TaskSettings
 from automl.tasks import TaskError, load_task
 
 
 def folder_task(root, cache_dir, **extra):
-    return load_task({"name": "t", "root": str(root), **extra}, cache_dir)
+    return load_task(TaskSettings(name="t", root=str(root), **extra), cache_dir)
 
 
 def test_builtin_digits_has_three_stratified_splits_and_a_stable_fingerprint(cache_dir):
-    task = load_task({"name": "digits", "builtin": "digits"}, cache_dir)
+    task = load_task(TaskSettings(name="digits", builtin="digits"), cache_dir)
     sizes = {split: len(task.splits[split]) for split in ("train", "val", "test")}
     assert sum(sizes.values()) == 1797
     assert sizes["val"] == pytest.approx(0.15 * 1797, abs=2) and sizes["test"] == pytest.approx(0.15 * 1797, abs=2)
@@ -25,14 +27,14 @@ def test_builtin_digits_has_three_stratified_splits_and_a_stable_fingerprint(cac
         assert set(split.labels.tolist()) == set(range(10))
     assert task.classes == tuple(str(d) for d in range(10))
     assert (task.root / "test" / "3").is_dir()
-    again = load_task({"name": "digits", "builtin": "digits"}, cache_dir)
+    again = load_task(TaskSettings(name="digits", builtin="digits"), cache_dir)
     assert again.fingerprint == task.fingerprint
     assert task.meta() == {"num_classes": 10, "num_train": sizes["train"], "image_side": 8}
 
 
 def test_builtin_tasks_are_generated_deterministically(tmp_path):
-    first = load_task({"builtin": "shapes"}, tmp_path / "a")
-    second = load_task({"builtin": "shapes"}, tmp_path / "b")
+    first = load_task(TaskSettings(builtin="shapes"), tmp_path / "a")
+    second = load_task(TaskSettings(builtin="shapes"), tmp_path / "b")
     assert first.fingerprint == second.fingerprint
     a, b = first.splits["train"].paths[7], second.splits["train"].paths[7]
     assert np.array_equal(np.asarray(load_image(a)), np.asarray(load_image(b)))
@@ -73,21 +75,21 @@ def test_csv_task_with_and_without_split_column(tmp_path, cache_dir):
     write_image_folder(tmp_path / "imgs", {"x": 10, "y": 10})
     rows = [f"imgs/{c}/{i:03d}.png,{c}" for c in "xy" for i in range(10)]
     (tmp_path / "plain.csv").write_text("path,label\n" + "\n".join(rows) + "\n")
-    task = load_task({"csv": str(tmp_path / "plain.csv")}, cache_dir)
+    task = load_task(TaskSettings(csv=str(tmp_path / "plain.csv")), cache_dir)
     assert task.classes == ("x", "y") and sum(len(s) for s in task.splits.values()) == 20
     split_rows = [f"{row},{'test' if i % 5 == 0 else 'train'}" for i, row in enumerate(rows)]
     (tmp_path / "split.csv").write_text("path,label,split\n" + "\n".join(split_rows) + "\n")
-    task = load_task({"csv": str(tmp_path / "split.csv")}, cache_dir)
+    task = load_task(TaskSettings(csv=str(tmp_path / "split.csv")), cache_dir)
     assert len(task.splits["test"]) == 4
 
 
 def test_csv_errors_name_the_file_and_line(tmp_path, cache_dir):
     (tmp_path / "bad.csv").write_text("file,label\na.png,x\n")
     with pytest.raises(TaskError, match=r"bad.csv: missing column\(s\) \['path'\]"):
-        load_task({"csv": str(tmp_path / "bad.csv")}, cache_dir)
+        load_task(TaskSettings(csv=str(tmp_path / "bad.csv")), cache_dir)
     (tmp_path / "split.csv").write_text("path,label,split\na.png,x,holdout\n")
     with pytest.raises(TaskError, match=r"split.csv:2: split 'holdout'"):
-        load_task({"csv": str(tmp_path / "split.csv")}, cache_dir)
+        load_task(TaskSettings(csv=str(tmp_path / "split.csv")), cache_dir)
 
 
 def test_any_image_mode_becomes_rgb_and_exif_orientation_is_applied(tmp_path):
@@ -145,17 +147,21 @@ def test_empty_class_folder_is_named(tmp_path, cache_dir):
 
 def test_config_errors(tmp_path, cache_dir):
     with pytest.raises(TaskError, match="unknown builtin task 'nope'"):
-        load_task({"builtin": "nope"}, cache_dir)
+        load_task(TaskSettings(builtin="nope"), cache_dir)
     with pytest.raises(TaskError, match="not both"):
-        load_task({"root": "x", "csv": "y"}, cache_dir)
-    with pytest.raises(TaskError, match="unknown field"):
-        load_task({"builtin": "digits", "colour": 1}, cache_dir)
+        load_task(TaskSettings(root="x", csv="y"), cache_dir)
+    with pytest.raises(Exception, match=r"Could not override 'task\.colour'"):
+        resolve(compose(["task.colour=1"]))
+    with pytest.raises(SettingsError, match=r"task\.colour: unknown setting; known: builtin, csv"):
+        resolve(compose(["+task.colour=1"]))
+    with pytest.raises(SettingsError, match=r"task.val_fraction=0.6 \+ task.test_fraction=0.5 must be below 1"):
+        resolve(compose(["task.val_fraction=0.6", "task.test_fraction=0.5"]))
     with pytest.raises(TaskError, match="is not a folder"):
-        load_task({"root": str(tmp_path / "missing")}, cache_dir)
+        load_task(TaskSettings(root=str(tmp_path / "missing")), cache_dir)
 
 
 def test_user_data_takes_precedence_over_the_builtin_default(tmp_path, cache_dir):
     root = write_image_folder(tmp_path / "flowers", {"rose": 10, "tulip": 10})
-    task = load_task({"root": str(root), "builtin": "digits"}, cache_dir)
+    task = load_task(TaskSettings(root=str(root), builtin="digits"), cache_dir)
     assert task.classes == ("rose", "tulip")
     shutil.rmtree(root)

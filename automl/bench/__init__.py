@@ -42,7 +42,8 @@ keys is read instead when present, without pickle. Unpickling can run arbitrary 
 files are read only with ``bench.trust_pickle=true``.
 """
 
-from automl.bench.bank import target_configs
+from automl.bench.data import BenchError
+from automl.bench.measure import target_settings
 from automl.bench.methods import plasticity_scores
 from automl.bench.metrics import (
     RESULT_COLUMNS,
@@ -56,11 +57,10 @@ from automl.bench.metrics import (
 from automl.bench.oracle import oracle_recipe, recipe_id
 from automl.bench.paper import PickleRefusedError, load_probe, probe_features, probe_file, read_oracle_csv
 from automl.bench.run import BenchResult, run_bench
-from automl.bench.settings import BenchError
 
 __all__ = [
     "RESULT_COLUMNS", "BenchError", "BenchResult", "PickleRefusedError", "kendall_tau", "load_probe",
     "oracle_recipe", "pearson_x100", "plasticity_scores", "probe_features", "probe_file",
-    "read_oracle_csv", "recipe_id", "run_bench", "summarize", "target_configs", "top1_regret",
+    "read_oracle_csv", "recipe_id", "run_bench", "summarize", "target_settings", "top1_regret",
     "top_k_hit", "weighted_tau",
 ]

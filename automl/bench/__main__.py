@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import sys
 from pathlib import Path
 
 import hydra
@@ -10,17 +9,16 @@ from hydra.core.hydra_config import HydraConfig
 from omegaconf import DictConfig
 
 from automl.bench.run import run_bench
-from automl.bench.settings import BenchError
+from automl.cli import run_command
+from automl.config import CONF_DIR, resolve
 
 
-@hydra.main(version_base="1.3", config_path="../../conf", config_name="bench")
+@hydra.main(version_base="1.3", config_path=str(CONF_DIR), config_name="bench")
 def main(cfg: DictConfig) -> None:
     """``python -m automl.bench [bench.targets=[digits,glyphs]] [bank=...] [bench.paper.oracle_csv=...]``."""
-    try:
-        run_bench(cfg, Path(HydraConfig.get().runtime.output_dir))
-    except BenchError as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        raise SystemExit(2) from None
+    run_command(lambda: run_bench(resolve(cfg), Path(HydraConfig.get().runtime.output_dir)),
+                hint="python -m automl.bench --help lists the settings",
+                resume="the oracle fits measured so far are in the history; rerun the same command to resume")
 
 
 if __name__ == "__main__":

@@ -1,12 +1,29 @@
 """What the benchmark's stages hand on: :class:`BenchData` (from a bank x targets or from the paper's
-files) and, per method, :class:`MethodScores` for each ``Key`` (target, probe seed)."""
+files) and, per method, :class:`MethodScores` for each ``Key`` (target, probe seed); :class:`BenchError`."""
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
+from automl.errors import AutomlError
+
 Key = tuple[str, int]  # (target, probe seed)
+
+
+class BenchError(AutomlError):
+    """The benchmark cannot run as configured; the message names the setting or file."""
+
+
+def checked_names(value: Sequence[str] | None, known: Sequence[str], where: str, default: Sequence[str]) -> list[str]:
+    """``value`` (a list of names, or None for ``default``) checked against ``known``."""
+    if value is None:
+        return list(default)
+    unknown = [v for v in value if v not in known]
+    if unknown:
+        raise BenchError(f"{where}: unknown name(s) {unknown}; known: {list(known)}")
+    return list(value)
 
 
 @dataclass

@@ -9,8 +9,7 @@ import time
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-from automl.bench.data import BenchData, Key, MethodScores
-from automl.bench.settings import BenchError
+from automl.bench.data import BenchData, BenchError, Key, MethodScores
 from automl.history import TransferRecord
 from automl.predictor import (
     LINEAR,
@@ -47,7 +46,7 @@ def derive_methods(data: BenchData, score_names: Sequence[str], predictor: Mappi
                    plasticity: Sequence[str]) -> dict[str, dict[Key, MethodScores]]:
     """Every method's scores per (target, seed): the raw scores, their plasticity ensembles, the prior
     and the leave-one-target-out predictor (both need the ``linear`` score; ``predictor`` holds the
-    :class:`AccuracyPredictor` arguments, :func:`automl.rank.predictor_options`)."""
+    :class:`AccuracyPredictor` arguments, :func:`automl.predictor.predictor_options`)."""
     methods = {name: {key: MethodScores({m: s[name] for m, s in by_model.items()},
                                         {m: data.seconds[key][m].get(name, math.nan) for m in by_model})
                       for key, by_model in data.scores.items()}

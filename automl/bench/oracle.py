@@ -4,6 +4,7 @@ id that is a digest of the recipe."""
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import json
 import logging
@@ -13,17 +14,15 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import lightning.pytorch as pl
-from omegaconf import DictConfig
 from rich.progress import Progress
 
 from automl.bank import weights_digest
-from automl.bench.settings import BenchError
-from automl.config import to_container
+from automl.bench.data import BenchError
 from automl.experience import transfer_record
 from automl.finetune.fit import fit_once, quiet_libraries, torch_threads
-from automl.finetune.module import Hparams
 from automl.predictor import zscore_bank
 from automl.progress import progress_bar
+from automl.settings import BenchRunSettings, FinetuneSettings, Hparams
 
 log = logging.getLogger(__name__)
 
@@ -41,14 +40,13 @@ class OracleStats:
     wall_seconds: float = 0.0  # wall time of the whole oracle stage
 
 
-def oracle_recipe(default_hparams: Mapping[str, Any], overrides: Mapping[str, Any] | None,
-                  augment: Mapping[str, Any] | None, limit_train_batches: int | float | None,
-                  seed: int) -> dict[str, Any]:
-    """The oracle's fixed recipe: validated hyperparameters (defaults updated by ``overrides``), training
-    augmentation, batch cap and seed — everything that gives an oracle accuracy its meaning."""
-    hparams = Hparams.from_mapping({**default_hparams, **(overrides or {})}, where="bench.oracle.hparams")
-    return {"hparams": hparams.as_dict(), "augment": dict(augment or {}),
-            "limit_train_batches": limit_train_batches, "seed": int(seed)}
+def oracle_recipe(finetune: FinetuneSettings, overrides: Mapping[str, Any], seed: int) -> dict[str, Any]:
+    """The oracle's fixed recipe: validated hyperparameters (``finetune.default_hparams`` updated by
+    ``overrides``), training augmentation, batch cap and seed — everything that gives an oracle accuracy
+    its meaning."""
+    hparams = Hparams.from_mapping({**finetune.default_hparams.as_dict(), **overrides}, where="bench.oracle.hparams")
+    return {"hparams": hparams.as_dict(), "augment": dataclasses.asdict(finetune.augment),
+            "limit_train_batches": finetune.limit_train_batches, "seed": int(seed)}
 
 
 def recipe_id(recipe: Mapping[str, Any]) -> str:
@@ -68,7 +66,7 @@ class _EpochDescription(pl.Callback):
                                                    f"{self.epochs} val {module.best_val_acc:.1f}%")
 
 
-def measure_oracle(cfg: DictConfig, bench: Mapping[str, Any], tasks, entries, history, device: str, *,
+def measure_oracle(settings: BenchRunSettings, tasks, entries, history, *,
                    first_scores: Mapping[str, Mapping[str, Mapping[str, float]]],
                    model_meta: Mapping[str, Mapping[str, Any]]) -> tuple[dict[str, dict[str, float]], OracleStats]:
     """Fine-tune every entry on every task with the fixed recipe unless the history already holds it.
@@ -78,15 +76,14 @@ def measure_oracle(cfg: DictConfig, bench: Mapping[str, Any], tasks, entries, hi
     that fails is logged and left out. ``first_scores[task][model]`` are the scores recorded with it.
     """
     start = time.perf_counter()
-    ft = to_container(cfg.finetune)
-    recipe = oracle_recipe(ft["default_hparams"], (bench["oracle"] or {}).get("hparams"), ft["augment"],
-                           ft["limit_train_batches"], int(cfg.seed))
-    hparams = Hparams.from_mapping(recipe["hparams"])
+    finetune = settings.finetune
+    recipe = oracle_recipe(finetune, settings.bench.oracle.hparams, settings.seed)
+    hparams = Hparams(**recipe["hparams"])
     outcome = OracleStats(run_id=recipe_id(recipe), recipe=recipe)
     stored = {(r.model_name, r.task_fingerprint): r for r in history.records(kind="oracle")
               if r.run_id == outcome.run_id}
     oracle: dict[str, dict[str, float]] = {task.name: {} for task in tasks}
-    with quiet_libraries(), torch_threads(ft["torch_threads"]), progress_bar() as progress:
+    with quiet_libraries(), torch_threads(finetune.torch_threads), progress_bar() as progress:
         bar = progress.add_task("oracle", total=len(tasks) * len(entries))
         for task in tasks:
             bank_scores = first_scores[task.name]
@@ -106,9 +103,7 @@ def measure_oracle(cfg: DictConfig, bench: Mapping[str, Any], tasks, entries, hi
                     continue
                 progress.update(bar, description=f"oracle: {label}")
                 try:
-                    result = fit_once(entry, task, hparams, device=device, seed=recipe["seed"],
-                                      precision=ft["precision"], num_workers=ft["num_workers"],
-                                      augment=recipe["augment"], limit_train_batches=recipe["limit_train_batches"],
+                    result = fit_once(entry, task, hparams, finetune, device=settings.device, seed=recipe["seed"],
                                       progress_bar=False,  # Lightning's bar would fight this one
                                       callbacks=[_EpochDescription(progress, bar, label, hparams.epochs)])
                 except Exception as exc:  # one model that cannot train must not end the benchmark

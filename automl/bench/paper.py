@@ -12,12 +12,12 @@ from typing import Any
 
 import numpy as np
 
-from automl.bench.data import BenchData, Key
-from automl.bench.settings import BenchError, checked_names
+from automl.bench.data import BenchData, BenchError, Key, checked_names
 from automl.config import absolute_path
 from automl.features import Features
 from automl.progress import progress_bar
-from automl.rank import score_features
+from automl.settings import BenchSettings
+from automl.transferability import score_many
 
 log = logging.getLogger(__name__)
 
@@ -128,23 +128,23 @@ def probe_features(payload: Any, where: str) -> Features:
     return Features(features=features, probs=probs, labels=labels.astype(np.int64))
 
 
-def paper_data(bench: Mapping[str, Any], score_names: Sequence[str], options: Mapping[str, Mapping]) -> BenchData:
+def paper_data(bench: BenchSettings, score_names: Sequence[str], options: Mapping[str, Mapping]) -> BenchData:
     """Score the paper's probe sets and pair them with its oracle CSV."""
-    paper = bench["paper"]
-    if not paper.get("oracle_csv") or not paper.get("probes_dir"):
+    paper = bench.paper
+    if not paper.oracle_csv or not paper.probes_dir:
         raise BenchError("bench.paper: set both oracle_csv (the PARC oracle CSV) and probes_dir (its probe sets)")
-    probes_dir = absolute_path(paper["probes_dir"])
+    probes_dir = absolute_path(paper.probes_dir)
     if not probes_dir.is_dir():
         raise BenchError(f"bench.paper.probes_dir={probes_dir} is not a folder")
-    rows = read_oracle_csv(absolute_path(paper["oracle_csv"]))
+    rows = read_oracle_csv(absolute_path(paper.oracle_csv))
     unmeasured = sum(accuracy <= 0 for *_, accuracy in rows)
     if unmeasured:
         log.info("paper: %d transfer(s) with Oracle <= 0 (not measured by the paper) are skipped", unmeasured)
     rows = [row for row in rows if row[3] > 0]
     all_targets = list(dict.fromkeys(target for _, _, target, _ in rows))
-    targets = checked_names(paper.get("targets"), all_targets, "bench.paper.targets", all_targets)
-    seeds = list(bench["probe_seeds"])
-    depth_table = paper.get("depth") or {}
+    targets = checked_names(paper.targets, all_targets, "bench.paper.targets", all_targets)
+    seeds = list(bench.probe_seeds)
+    depth_table = paper.depth
     files = {(a, s, t, run): probe_file(probes_dir, a, s, t, run) for a, s, t, _ in rows if t in targets
              for run in seeds}
     present = {t for (_, _, t, _), path in files.items() if path.is_file()}
@@ -159,7 +159,7 @@ def paper_data(bench: Mapping[str, Any], score_names: Sequence[str], options: Ma
     if not targets:
         raise BenchError(f"paper: none of the targets {all_targets} has probe sets in {probes_dir}")
     pickles = [path for path in files.values() if path.suffix != ".npz"]
-    if pickles and not bench["trust_pickle"]:
+    if pickles and not bench.trust_pickle:
         raise PickleRefusedError(_pickle_refusal(pickles[0], len(pickles) - 1))
     unknown = sorted({a for a, _, t, _ in rows if t in targets and a not in depth_table})
     if unknown:
@@ -178,8 +178,8 @@ def paper_data(bench: Mapping[str, Any], score_names: Sequence[str], options: Ma
     with progress_bar() as progress:
         for (architecture, source, target, run), path in progress.track(files.items(), description="paper probes"):
             model = f"{architecture}/{source}"
-            features = load_probe(path, bench["trust_pickle"])
-            scores[(target, run)][model], seconds[(target, run)][model] = score_features(features, score_names,
-                                                                                         options)
+            features = load_probe(path, bench.trust_pickle)
+            scores[(target, run)][model], seconds[(target, run)][model] = score_many(
+                score_names, features.features, features.labels, features.probs, options)
     return BenchData(targets=targets, seeds=seeds, oracle=oracle, scores=scores, seconds=seconds,
                      model_meta=model_meta, task_meta={t: {} for t in targets})

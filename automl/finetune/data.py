@@ -8,6 +8,7 @@ eval transform for val/test, which is exactly what ``automl.predict`` applies to
 
 from __future__ import annotations
 
+import dataclasses
 import os
 from collections.abc import Mapping
 from typing import Any
@@ -18,10 +19,8 @@ from timm.data import create_transform
 from torch.utils.data import DataLoader
 
 from automl.images import ImageDataset
+from automl.settings import AugmentSettings
 from automl.tasks import Task
-
-# timm create_transform(is_training=True) arguments a user may set under finetune.augment
-AUGMENT_KEYS = {"scale", "ratio", "hflip", "vflip", "color_jitter", "auto_augment", "re_prob"}
 
 
 def _transform_args(data_config: Mapping[str, Any]) -> dict[str, Any]:
@@ -43,15 +42,9 @@ def eval_transform(data_config: Mapping[str, Any]):
     return create_transform(is_training=False, **_transform_args(data_config))
 
 
-def train_transform(data_config: Mapping[str, Any], augment: Mapping[str, Any] | None = None):
+def train_transform(data_config: Mapping[str, Any], augment: AugmentSettings):
     """timm's training transform (random resized crop, flips, jitter ... per ``augment``) at the model's input."""
-    augment = dict(augment or {})
-    unknown = sorted(set(augment) - AUGMENT_KEYS)
-    if unknown:
-        raise ValueError(f"finetune.augment: unknown key(s) {unknown}; known: {sorted(AUGMENT_KEYS)}")
-    for key in ("scale", "ratio"):
-        if augment.get(key) is not None:
-            augment[key] = tuple(augment[key])
+    augment = {**dataclasses.asdict(augment), "scale": tuple(augment.scale), "ratio": tuple(augment.ratio)}
     args = _transform_args(data_config)
     args.pop("crop_pct")  # eval-only (random crops take scale/ratio instead)
     args.pop("crop_mode")
@@ -61,17 +54,14 @@ def train_transform(data_config: Mapping[str, Any], augment: Mapping[str, Any] |
 def resolve_num_workers(setting: int | str) -> int:
     """``auto`` → loader worker processes for this machine; an int is checked and returned.
 
-    ``auto`` = min(4, CPUs - 2), at least 0. On 2 cores bench/finetune.py measured the in-process
-    loader fastest (test_resnet, digits at 32 px: 0 workers 1186 img/s, 1 worker 1010, 2 workers
-    1145): a loader process competes with the training threads for the two cores. Workers pay off
-    once there are cores to spare for decoding and augmentation.
+    ``auto`` = min(4, CPUs - 2), at least 0: on 2 cores bench/finetune.py measured the in-process
+    loader fastest, as a loader process competes with the training threads for the two cores. Workers
+    pay off once there are cores to spare for decoding and augmentation.
     """
     if setting == "auto":
         cpus = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
         return max(0, min(4, cpus - 2))
-    if isinstance(setting, bool) or not isinstance(setting, int) or setting < 0:
-        raise ValueError(f"finetune.num_workers={setting!r} must be 'auto' or an integer >= 0")
-    return setting
+    return int(setting)
 
 
 class TaskDataModule(pl.LightningDataModule):
@@ -82,13 +72,13 @@ class TaskDataModule(pl.LightningDataModule):
         data_config: the model's input config (``bank.resolve_data_config``, image_size override applied).
         batch_size: training batch size (evaluation uses the same).
         num_workers: loader processes, or ``auto`` (:func:`resolve_num_workers`).
-        augment: extra ``create_transform`` arguments for training (:data:`AUGMENT_KEYS`).
+        augment: the training augmentation.
         drop_last: drop the last incomplete training batch (when there is more than one batch).
         pin_memory: pin host memory (for a CUDA device).
     """
 
     def __init__(self, task: Task, data_config: Mapping[str, Any], batch_size: int,
-                 num_workers: int | str = "auto", augment: Mapping[str, Any] | None = None,
+                 num_workers: int | str = "auto", augment: AugmentSettings | None = None,
                  drop_last: bool = False, pin_memory: bool = False):
         super().__init__()
         if batch_size < 1:
@@ -99,7 +89,7 @@ class TaskDataModule(pl.LightningDataModule):
         self.num_workers = resolve_num_workers(num_workers)
         self.drop_last = drop_last and len(task.splits["train"]) > batch_size
         self.pin_memory = pin_memory
-        self.train_transform = train_transform(data_config, augment)
+        self.train_transform = train_transform(data_config, augment or AugmentSettings())
         self.eval_transform = eval_transform(data_config)
 
     def dataset(self, split: str) -> ImageDataset:
@@ -121,6 +111,3 @@ class TaskDataModule(pl.LightningDataModule):
 
     def val_dataloader(self) -> DataLoader:
         return self._loader("val", shuffle=False)
-
-    def test_dataloader(self) -> DataLoader:
-        return self._loader("test", shuffle=False)

@@ -29,6 +29,7 @@ from torch import nn
 from torch.utils.data import DataLoader
 
 from automl.bank import file_sha256
+from automl.errors import AutomlError
 from automl.fileio import atomic_path, atomic_write_text
 from automl.finetune.data import eval_transform
 from automl.images import ImageDataset
@@ -42,7 +43,7 @@ _GIVEN = ("arch", "kwargs", "num_classes", "classes", "data_config")  # what exp
 _REQUIRED = ("format_version", *_GIVEN, "weights_sha256")
 
 
-class ExportError(ValueError):
+class ExportError(AutomlError):
     """An exported model folder that cannot be used; the message names the folder and the field."""
 
 

@@ -16,7 +16,7 @@ import logging
 import signal
 import threading
 import time
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -28,7 +28,8 @@ import torch
 from automl.bank import BankEntry, create_model, resolve_data_config
 from automl.finetune.data import TaskDataModule
 from automl.finetune.export import EVAL_BATCH_SIZE, predict_proba
-from automl.finetune.module import FinetuneModule, Hparams, make_trainer
+from automl.finetune.module import FinetuneModule, make_trainer
+from automl.settings import FinetuneSettings, Hparams
 from automl.tasks import Task
 
 
@@ -45,9 +46,8 @@ class FitResult:
     data_config: dict[str, Any]  # the model's input pipeline (input_size, mean, std, ...)
 
 
-def fit_once(entry: BankEntry, task: Task, hparams: Hparams, *, device: str = "cpu", seed: int = 0,
-             precision: str = "auto", num_workers: int | str = "auto", augment: Mapping[str, Any] | None = None,
-             limit_train_batches: int | float | None = None, progress_bar: bool = True,
+def fit_once(entry: BankEntry, task: Task, hparams: Hparams, settings: FinetuneSettings | None = None, *,
+             device: str = "cpu", seed: int = 0, progress_bar: bool | None = None,
              callbacks: Sequence[pl.Callback] = ()) -> FitResult:
     """Fine-tune ``entry`` on ``task`` with ``hparams``; return the best epoch and its test accuracy.
 
@@ -55,26 +55,30 @@ def fit_once(entry: BankEntry, task: Task, hparams: Hparams, *, device: str = "c
         entry: the bank model; its classifier is replaced by a fresh ``task.num_classes``-way head.
         task: the task (train for fitting, val to choose the epoch, test to measure it).
         hparams: the validated recipe (epochs, optimizer, schedule, freezing, regularisation).
+        settings: how fits run: ``precision``, ``num_workers``, ``augment``, ``limit_train_batches``,
+            ``progress_bar`` (None: the defaults).
         device: ``cpu``, ``cuda[:i]`` or ``mps`` (already resolved, not ``auto``).
         seed: seeds Python, numpy, torch and the loader workers before the model is built.
-        precision, limit_train_batches, progress_bar: passed to :func:`make_trainer`.
-        num_workers, augment: passed to :class:`TaskDataModule`.
+        progress_bar: overrides ``settings.progress_bar`` (e.g. off under another progress display).
         callbacks: extra Lightning callbacks (e.g. Optuna's pruning callback); an exception they raise
             (``optuna.TrialPruned``) propagates.
 
     Raises:
         RuntimeError: no validation epoch finished (nothing to keep).
     """
+    settings = settings or FinetuneSettings()
     start = time.monotonic()
     pl.seed_everything(seed, workers=True, verbose=False)
     model = create_model(entry, num_classes=task.num_classes)
     data_config = resolve_data_config(entry, model, image_size=task.image_size)
-    datamodule = TaskDataModule(task, data_config, hparams.batch_size, num_workers=num_workers, augment=augment,
+    datamodule = TaskDataModule(task, data_config, hparams.batch_size, num_workers=settings.num_workers,
+                                augment=settings.augment,
                                 drop_last=hparams.mixing,  # mixing pairs up a batch: a last batch of 1 cannot be mixed
                                 pin_memory=device.startswith("cuda"))
     module = FinetuneModule(model, task.num_classes, hparams)
-    trainer = make_trainer(hparams.epochs, device, precision=precision, callbacks=callbacks,
-                           limit_train_batches=limit_train_batches, progress_bar=progress_bar)
+    trainer = make_trainer(hparams.epochs, device, precision=settings.precision, callbacks=callbacks,
+                           limit_train_batches=settings.limit_train_batches,
+                           progress_bar=settings.progress_bar if progress_bar is None else progress_bar)
     _fit_interruptibly(trainer, module, datamodule)
     if module.best_state is None:
         raise RuntimeError(f"{entry.name} on {task.name}: no validation epoch finished")

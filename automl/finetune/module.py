@@ -1,6 +1,6 @@
-"""The LightningModule that fine-tunes one timm backbone, and the hyperparameters that configure it.
+"""The LightningModule that fine-tunes one timm backbone.
 
-One fit = one Optuna trial: :class:`Hparams` (validated), a freezing strategy (:func:`freeze`), timm's
+One fit = one Optuna trial: :class:`automl.settings.Hparams`, a freezing strategy (:func:`freeze`), timm's
 optimizer with layer-wise LR decay applied by a per-step warmup + cosine schedule
 (:func:`build_optimizer`), label smoothing or mixup/cutmix with the matching soft-target loss, and the
 best-epoch weights kept in memory (:class:`FinetuneModule`). :func:`make_trainer` builds the Lightning
@@ -9,11 +9,9 @@ Trainer the search and the benchmark both use.
 
 from __future__ import annotations
 
-import dataclasses
 import math
 import warnings
-from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from collections.abc import Sequence
 from typing import Any
 
 import lightning.pytorch as pl
@@ -24,86 +22,14 @@ from timm.models import group_parameters
 from timm.optim import create_optimizer_v2
 from torch import nn
 
+from automl.settings import Hparams
+from automl.settings.finetuning import STRATEGIES
+
 # Lightning 2.6 builds torch's deprecated LeafSpec on every step; the notice is for Lightning, not for users.
 warnings.filterwarnings("ignore", message=r".*isinstance\(treespec, LeafSpec\)", category=FutureWarning)
 
-OPTIMIZERS = ("adamw", "sgd")
-STRATEGIES = ("full", "partial", "linear_probe")
-
-
 class NonFiniteLossError(FloatingPointError):
     """The training loss became NaN or infinite (typically a learning rate far too high)."""
-
-
-@dataclass(frozen=True)
-class Hparams:
-    """The hyperparameters of one fine-tuning run (every field is searchable in ``conf/search_space``)."""
-
-    lr: float  # peak learning rate (after warmup), > 0
-    weight_decay: float  # decoupled (adamw) or L2 (sgd) weight decay, >= 0; not applied to biases/norms
-    optimizer: str  # adamw | sgd (momentum 0.9)
-    strategy: str  # full | partial (freeze the earliest `freeze_fraction` of blocks) | linear_probe (head only)
-    freeze_fraction: float  # in [0, 1], used by `partial`
-    layer_decay: float  # in (0, 1]: the LR of block i of L is lr * layer_decay**(L - i); 1 = off
-    label_smoothing: float  # in [0, 1)
-    mixup: float  # mixup alpha >= 0 (0 = off)
-    cutmix: float  # cutmix alpha >= 0 (0 = off)
-    batch_size: int  # >= 1 (>= 2 with mixup/cutmix: pairs are mixed)
-    epochs: int  # >= 1
-    warmup_epochs: float  # >= 0: linear warmup length, then cosine decay to 0 at the last step
-
-    @property
-    def mixing(self) -> bool:
-        """Whether batches are mixed (mixup and/or cutmix on)."""
-        return self.mixup > 0 or self.cutmix > 0
-
-    @classmethod
-    def from_mapping(cls, values: Mapping[str, Any], where: str = "hyperparameters") -> Hparams:
-        """Validate ``values`` (every field, nothing else); errors name ``where`` and the field."""
-        names = [f.name for f in dataclasses.fields(cls)]
-        unknown = sorted(set(values) - set(names))
-        if unknown:
-            raise ValueError(f"{where}: unknown hyperparameter(s) {unknown}; known: {names}")
-        missing = [name for name in names if name not in values]
-        if missing:
-            raise ValueError(f"{where}: missing hyperparameter(s) {missing}")
-
-        def number(name: str, low: float, high: float = math.inf, *, low_open: bool = False,
-                   high_open: bool = False, integer: bool = False) -> float | int:
-            value = values[name]
-            ok_type = isinstance(value, int | float) and not isinstance(value, bool)
-            if integer:
-                ok_type = ok_type and float(value).is_integer()
-            in_range = ok_type and (low < value if low_open else low <= value) and (
-                value < high if high_open else value <= high)
-            if not in_range:
-                interval = f"{'(' if low_open else '['}{low}, {high}{')' if high_open else ']'}"
-                raise ValueError(f"{where}: {name}={value!r} must be {'an integer' if integer else 'a number'} "
-                                 f"in {interval}")
-            return int(value) if integer else float(value)
-
-        def choice(name: str, options: Sequence[str]) -> str:
-            if values[name] not in options:
-                raise ValueError(f"{where}: {name}={values[name]!r} must be one of {list(options)}")
-            return str(values[name])
-
-        return cls(
-            lr=number("lr", 0, low_open=True),
-            weight_decay=number("weight_decay", 0),
-            optimizer=choice("optimizer", OPTIMIZERS),
-            strategy=choice("strategy", STRATEGIES),
-            freeze_fraction=number("freeze_fraction", 0, 1),
-            layer_decay=number("layer_decay", 0, 1, low_open=True),
-            label_smoothing=number("label_smoothing", 0, 1, high_open=True),
-            mixup=number("mixup", 0),
-            cutmix=number("cutmix", 0),
-            batch_size=number("batch_size", 1, integer=True),
-            epochs=number("epochs", 1, integer=True),
-            warmup_epochs=number("warmup_epochs", 0),
-        )
-
-    def as_dict(self) -> dict[str, Any]:
-        return dataclasses.asdict(self)
 
 
 # ---------------------------------------------------------------------------------------------- freezing

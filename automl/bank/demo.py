@@ -1,6 +1,6 @@
 """The offline demo bank: tiny timm models pretrained from scratch on the synthetic *source* datasets.
 
-Every architecture in :data:`ARCHS` is trained on every source in ``synthetic.available("source")``
+Every architecture in :data:`ARCHS` is trained on every source in :data:`SOURCES`
 (textures, photo patches, Greek letters), so that both the architecture and the pretraining data vary
 across the bank, as in the PARC paper's diverse banks. The builtin *target* tasks (digits, glyphs,
 shapes) are never seen in pretraining.
@@ -8,6 +8,8 @@ shapes) are never seen in pretraining.
 The build is seeded and deterministic, resumable (a finished ``<name>.safetensors`` whose recipe and
 seed match is kept), and atomic (temp file + rename; ``bank.yaml`` is written last). Each checkpoint
 keeps its source-class head; its safetensors metadata records the held-out source accuracy.
+
+``python -m automl.bank.demo [out=DIR] [seed=N]`` builds it (``python -m automl`` does on first use).
 """
 
 from __future__ import annotations
@@ -22,6 +24,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import hydra
 import numpy as np
 import safetensors
 import safetensors.torch
@@ -29,12 +32,16 @@ import timm
 import torch
 import torch.nn.functional as F
 import yaml
+from omegaconf import DictConfig, OmegaConf
 from rich.console import Console
 from rich.table import Table
 from sklearn.model_selection import train_test_split
 
 from automl import synthetic
-from automl.bank import MANIFEST, file_sha256, load_bank
+from automl.bank.manifest import MANIFEST, read_bank
+from automl.bank.weights import file_sha256
+from automl.cli import run_command
+from automl.config import CONF_DIR
 from automl.fileio import atomic_path, atomic_write_text
 from automl.progress import progress_bar
 
@@ -57,6 +64,7 @@ ARCHS: dict[str, _Arch] = {
     "nfnet": _Arch("test_nfnet", {}, 5e-3),
     "vit": _Arch("test_vit", {"img_size": 32, "patch_size": 8}, 3e-3),  # 4x4 tokens; patch 4 costs 4x the time
 }
+SOURCES = ("photos", "symbols", "textures")  # synthetic sources, in the order of the manifest
 IMAGE_SIZE = synthetic.SIZE  # pixels: the models' input is the synthetic sources' own size
 HOLDOUT = 0.2  # fraction of each source kept out of pretraining to measure its accuracy
 EPOCHS = 20
@@ -91,7 +99,7 @@ def build_demo_bank(out_dir: str | Path, seed: int = 0, *, archs: Sequence[str] 
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     archs = list(ARCHS) if archs is None else list(archs)
-    sources = synthetic.available("source") if sources is None else list(sources)
+    sources = list(SOURCES) if sources is None else list(sources)
     unknown = [a for a in archs if a not in ARCHS] + [s for s in sources if s not in synthetic.available("source")]
     if unknown or not archs or not sources or epochs < 1:
         raise ValueError(f"demo bank: unknown or empty archs/sources {unknown or ''} (archs: {list(ARCHS)}, "
@@ -124,7 +132,7 @@ def build_demo_bank(out_dir: str | Path, seed: int = 0, *, archs: Sequence[str] 
             log.info("demo bank: %s pretrained in %.1fs, held-out %s accuracy %.1f%%",
                      name, seconds[name], source, accuracy)
     manifest = _write_manifest(out_dir, plan, results, seed)
-    load_bank({"dir": str(out_dir)}, out_dir)  # the manifest must pass the same validation users get
+    read_bank(None, None, out_dir)  # the manifest must pass the same validation users get
     _print_table(plan, results, seconds, time.perf_counter() - start)
     return manifest
 
@@ -255,3 +263,16 @@ def _print_table(plan, results: dict[str, dict[str, Any]], seconds: dict[str, fl
         took = f"{seconds[name]:.1f}" if name in seconds else "cached"
         table.add_row(name, ARCHS[short].arch, source, f"{results[name]['accuracy']:.1f}", took)
     Console(stderr=True).print(table)
+
+
+@hydra.main(version_base="1.3", config_path=str(CONF_DIR), config_name="demo_bank")
+def main(cfg: DictConfig) -> None:
+    """``python -m automl.bank.demo [out=DIR] [seed=N]``: build (or finish building) the demo bank."""
+    settings = OmegaConf.to_object(cfg)
+    print(run_command(lambda: build_demo_bank(settings.out, seed=settings.seed),
+                      hint="python -m automl.bank.demo --help shows the settings",
+                      resume="finished checkpoints are kept; rerun the same command to resume"))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,10 @@
+"""Names of what the search writes on each Optuna trial (user attrs), shared by the modules that read them."""
+
+MODEL_PARAM = "model"  # the trial parameter naming the bank model
+ADMITTED = "admitted"  # = the trial's number once the budget check let it run
+OVER_BUDGET = "over_budget"  # ended uncounted by the budget check
+FAIL_REASON = "fail_reason"  # "<exception type>: <message>" of a trial that raised (it counts)
+INTERRUPTED = "interrupted"  # Ctrl-C: failed and queued again (it does not count)
+HPARAMS = "hparams"  # every hyperparameter the fit used (sampled, fixed and defaults)
+DATA_CONFIG = "data_config"  # the model's input pipeline
+WEIGHTS = "weights"  # path of the best-epoch weights (COMPLETE trials)

@@ -1,0 +1,125 @@
+"""One worker's side of the search: the Optuna objective (one fit per trial) and the after-trial callback."""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Callable, Sequence
+from pathlib import Path
+
+import lightning.pytorch as pl
+import optuna
+import torch
+from optuna.trial import FrozenTrial
+from optuna_integration import PyTorchLightningPruningCallback
+
+from automl.bank import BankEntry
+from automl.finetune.attrs import (
+    DATA_CONFIG,
+    FAIL_REASON,
+    HPARAMS,
+    INTERRUPTED,
+    MODEL_PARAM,
+    OVER_BUDGET,
+    WEIGHTS,
+)
+from automl.finetune.budget import Budget, counts
+from automl.finetune.export import save_weights
+from automl.finetune.fit import FitResult, fit_once
+from automl.finetune.module import FinetuneModule
+from automl.finetune.outcome import TrialResult, finished_results, write_csv
+from automl.finetune.space import SearchSpace
+from automl.settings import FinetuneSettings, Hparams
+from automl.tasks import Task
+
+log = logging.getLogger(__name__)
+
+
+class _TrialProgress(pl.Callback):
+    """After every validation epoch, record the epochs trained and the best validation accuracy so far on
+    the trial, so that a pruned or failed trial keeps them (the module's own hook has run by then)."""
+
+    def __init__(self, trial: optuna.Trial):
+        self.trial = trial
+
+    def on_validation_end(self, trainer: pl.Trainer, module: FinetuneModule) -> None:
+        if not trainer.sanity_checking:
+            self.trial.set_user_attr("epochs", module.epochs_validated)
+            self.trial.set_user_attr("val_accuracy", module.best_val_acc)
+
+
+class Objective:
+    """One worker's view of the study: the objective (one :func:`fit_once` per trial) and the
+    after-trial callback (a log line, ``finetune.csv``, the caller's hook)."""
+
+    def __init__(self, settings: FinetuneSettings, seed: int, device: str, task: Task,
+                 candidates: Sequence[BankEntry], space: SearchSpace, study_name: str, budget: Budget,
+                 run_dir: Path, artifacts: Path, on_trial_finished: Callable[[TrialResult], None] | None):
+        self.settings, self.seed, self.device = settings, seed, device
+        self.task, self.space, self.study_name, self.budget = task, space, study_name, budget
+        self.candidates = {entry.name: entry for entry in candidates}
+        self.defaults = settings.default_hparams.as_dict()
+        self.artifacts, self.run_dir = artifacts, run_dir
+        self.on_trial_finished = on_trial_finished
+
+    def objective(self, trial: optuna.Trial) -> float:
+        self.budget.admit(trial.study, trial)
+        start = time.monotonic()
+        try:
+            params = self.space.suggest(trial)
+            values = {**self.defaults, **self.space.fixed, **{k: v for k, v in params.items() if k != MODEL_PARAM}}
+            trial.set_user_attr(HPARAMS, values)
+            hparams = Hparams.from_mapping(values, where=f"trial {trial.number}")
+            result = fit_once(
+                self.candidates[params[MODEL_PARAM]], self.task, hparams, self.settings, device=self.device,
+                seed=self.seed,
+                # progress first: a pruned trial keeps the epochs and accuracy it reached
+                callbacks=[_TrialProgress(trial), PyTorchLightningPruningCallback(trial, monitor="val_acc")])
+            self._keep_best(trial, result)
+            return result.val_accuracy
+        except optuna.TrialPruned:
+            raise
+        except Exception as exc:
+            trial.set_user_attr(FAIL_REASON, f"{type(exc).__name__}: {exc}"[:2000])
+            raise
+        except KeyboardInterrupt:
+            trial.set_user_attr(INTERRUPTED, True)
+            trial.study.enqueue_trial(trial.params)  # run it again on resume, without waiting for staleness
+            raise
+        finally:
+            trial.set_user_attr("seconds", round(time.monotonic() - start, 3))
+
+    def _keep_best(self, trial: optuna.Trial, result: FitResult) -> None:
+        """Save the best-epoch weights and record what the fit measured on the trial."""
+        weights = save_weights(result.best_state, self.artifacts / f"trial-{trial.number}.safetensors")
+        trial.set_user_attr("epochs", result.epochs)
+        trial.set_user_attr("val_accuracy", result.val_accuracy)
+        trial.set_user_attr("test_accuracy", result.test_accuracy)
+        trial.set_user_attr("best_epoch", result.best_epoch)
+        trial.set_user_attr(DATA_CONFIG, result.data_config)
+        trial.set_user_attr(WEIGHTS, str(weights))
+
+    def after_trial(self, study: optuna.Study, trial: FrozenTrial) -> None:
+        """Optuna callback in this worker: one summary line, finetune.csv, then the caller's hook."""
+        if self.device.startswith("cuda"):  # Optuna has collected the trial's garbage: return its GPU memory
+            torch.cuda.empty_cache()
+        if trial.user_attrs.get(OVER_BUDGET):
+            return
+        result = TrialResult.from_trial(self.study_name, trial)
+        trials = study.get_trials(deepcopy=False)
+        log.info("%s [%d/%s counted]", _summary(result), sum(map(counts, trials)), self.budget.n_trials or "-")
+        write_csv(self.run_dir / "finetune.csv", finished_results(trials, self.study_name))
+        if self.on_trial_finished is not None:
+            try:
+                self.on_trial_finished(result)
+            except Exception:  # the trial is safely in the study; a failing hook must not end the search
+                log.exception("on_trial_finished failed for trial %d", trial.number)
+
+
+def _summary(result: TrialResult) -> str:
+    head = f"trial {result.number} {result.state:8s} {result.model}"
+    if result.state == "FAIL":
+        return f"{head}: {result.fail_reason}"
+    val = "-" if result.val_accuracy is None else f"{result.val_accuracy:.2f}%"
+    test = "-" if result.test_accuracy is None else f"{result.test_accuracy:.2f}%"
+    return f"{head}: val {val} test {test} ({result.epochs} epochs, {result.seconds:.1f} s)"

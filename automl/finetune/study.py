@@ -1,0 +1,148 @@
+"""The study itself: its storage (RDB with heartbeat and stale-trial retry), its name, sampler and pruner;
+opening, joining and warm-starting it."""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+import logging
+import random
+import re
+import time
+import warnings
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+import optuna
+import sqlalchemy.exc
+
+from automl.bank import BankEntry, weights_digest
+from automl.config import SQLITE_TIMEOUT_S, storage_url
+from automl.finetune.attrs import MODEL_PARAM
+from automl.finetune.space import SearchSpace
+from automl.settings import FinetuneSettings
+from automl.tasks import Task
+
+try:  # optuna >= 4.9 names; older releases call the same callback RetryFailedTrialCallback
+    from optuna.storages import RetryHeartbeatStaleTrialCallback as _RetryStale
+
+    _RETRY_KWARG = "heartbeat_stale_trial_callback"
+except ImportError:  # pragma: no cover
+    from optuna.storages import RetryFailedTrialCallback as _RetryStale
+
+    _RETRY_KWARG = "failed_trial_callback"
+
+log = logging.getLogger(__name__)
+
+_SCHEMA_ATTEMPTS = 5
+
+
+def open_storage(url: str, settings: FinetuneSettings) -> optuna.storages.RDBStorage:
+    """RDBStorage at ``url`` with the settings' heartbeat and stale-trial retry; SQLite writers wait for
+    each other up to ``SQLITE_TIMEOUT_S``."""
+    engine_kwargs = ({"connect_args": {"timeout": SQLITE_TIMEOUT_S}} if url.startswith("sqlite")
+                     else {"pool_pre_ping": True})
+    for attempt in range(_SCHEMA_ATTEMPTS):
+        try:
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+                return optuna.storages.RDBStorage(
+                    storage_url(url), engine_kwargs=engine_kwargs, heartbeat_interval=settings.heartbeat_interval,
+                    grace_period=settings.grace_period, **{_RETRY_KWARG: _RetryStale(max_retry=settings.max_retry)})
+        except sqlalchemy.exc.DBAPIError:
+            # Workers starting together on a fresh database race to create Optuna's schema (the
+            # loser hits a unique constraint); the next attempt finds it made.
+            if attempt == _SCHEMA_ATTEMPTS - 1:
+                raise
+            time.sleep(0.2 + random.random())
+    raise AssertionError("unreachable")
+
+
+def default_study_name(task: Task, candidates: Sequence[BankEntry], space: Mapping[str, Any],
+                       settings: FinetuneSettings) -> str:
+    """``finetune-<task>-<12 hex>``: a digest of everything that gives a trial's value its meaning."""
+    key = {
+        "task": task.fingerprint,
+        "image_size": task.image_size,
+        "models": [[entry.name, weights_digest(entry)] for entry in candidates],
+        "space": space,
+        "defaults": settings.default_hparams.as_dict(),
+        "max_epochs": settings.max_epochs,
+        "limit_train_batches": settings.limit_train_batches,
+        "augment": dataclasses.asdict(settings.augment),
+    }
+    digest = hashlib.sha256(json.dumps(key, sort_keys=True, default=str).encode()).hexdigest()[:12]
+    return f"finetune-{re.sub(r'[^A-Za-z0-9_.-]+', '_', task.name)}-{digest}"
+
+
+def _sampler(kind: str, seed: int | None) -> optuna.samplers.BaseSampler:
+    if kind == "tpe":  # constant liar: concurrent workers avoid each other's running points
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+            return optuna.samplers.TPESampler(seed=seed, constant_liar=True)
+    return optuna.samplers.RandomSampler(seed=seed)
+
+
+def _pruner(kind: str, max_epochs: int, reduction_factor: int) -> optuna.pruners.BasePruner:
+    """Resources are epochs; Optuna steps are 0-based epochs, so the first rung is after 2 epochs."""
+    if kind == "successive_halving":
+        return optuna.pruners.SuccessiveHalvingPruner(min_resource=1, reduction_factor=reduction_factor)
+    if kind == "hyperband":
+        return optuna.pruners.HyperbandPruner(min_resource=1, max_resource=max_epochs,
+                                              reduction_factor=reduction_factor)
+    if kind == "median":
+        return optuna.pruners.MedianPruner(n_startup_trials=2, n_warmup_steps=1)
+    return optuna.pruners.NopPruner()
+
+
+def open_study(name: str, storage: optuna.storages.RDBStorage, settings: FinetuneSettings, seed: int,
+               ) -> tuple[optuna.Study, bool]:
+    """Create the study (True) or load it when another worker or run already did (False).
+
+    The creating worker's sampler is seeded with ``seed`` (a single-worker search is reproducible);
+    joining workers draw their own seed so that they do not propose the same points.
+    """
+    pruner = _pruner(settings.pruner, settings.max_epochs, settings.reduction_factor)
+    try:
+        study = optuna.create_study(study_name=name, storage=storage, direction="maximize",
+                                    sampler=_sampler(settings.sampler, seed), pruner=pruner)
+        return study, True
+    except optuna.exceptions.DuplicatedStudyError:
+        return optuna.load_study(study_name=name, storage=storage, sampler=_sampler(settings.sampler, None),
+                                 pruner=pruner), False
+
+
+def join_study(study: optuna.Study, candidates: Sequence[BankEntry], space: Mapping[str, Any]) -> list[BankEntry]:
+    """Check a loaded study was made for the same candidates and space; return them in its order."""
+    attrs = study.user_attrs
+    recorded = attrs.get("candidates")
+    if recorded is None:  # its creator died before recording them
+        return list(candidates)
+    names = [entry.name for entry in candidates]
+    if sorted(recorded) != sorted(names):
+        raise ValueError(f"study {study.study_name!r} searches models {recorded}, but this run's candidates are "
+                         f"{names}; use the same bank/top_k or another finetune.study")
+    if attrs.get("search_space") != json.loads(json.dumps(space)):
+        raise ValueError(f"study {study.study_name!r} was created with search space {attrs.get('search_space')}, "
+                         f"not {space}; use the same search_space or another finetune.study")
+    by_name = {entry.name: entry for entry in candidates}
+    return [by_name[name] for name in recorded]
+
+
+def warm_start(study: optuna.Study, space: SearchSpace, candidates: Sequence[BankEntry],
+                defaults: Mapping[str, Any], extra: Sequence[Mapping[str, Any]]) -> None:
+    """Enqueue the default hyperparameters for each candidate (best-ranked first), then ``extra``."""
+    configs = [{**defaults, MODEL_PARAM: entry.name} for entry in candidates]
+    names = {entry.name for entry in candidates}
+    for index, config in enumerate(extra):
+        if config.get(MODEL_PARAM) in names:
+            configs.append(dict(config))
+        else:
+            log.info("warm_start[%d]: model %r is not a candidate; skipped", index, config.get(MODEL_PARAM))
+    enqueued = []
+    for index, config in enumerate(configs):
+        params = space.enqueueable(config, f"warm start {index}")
+        study.enqueue_trial(params, skip_if_exists=True)
+        enqueued.append(params)
+    study.set_user_attr("warm_start", enqueued)

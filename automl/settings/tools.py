@@ -1,0 +1,49 @@
+"""Settings of the small command-line tools: predict, history, export and the demo bank builder."""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field
+
+from automl.settings.checks import SettingsError, check_fields, rule
+
+
+def _cache_dir() -> str:
+    return os.environ.get("AUTOML_CACHE_DIR", "outputs/cache")
+
+
+@dataclass
+class PredictSettings:
+    """``python -m automl.predict``: classify images with an exported model."""
+
+    model: str = "???"  # an exported model folder (<run>/best)
+    images: str = "???"  # an image file, or a folder (an ImageFolder of labelled classes gives an accuracy)
+    out: str | None = None  # the predictions CSV; null: predictions.csv next to the model folder
+    batch_size: int = field(default=64, metadata=rule(integer=True, ge=1))
+    device: str = "auto"
+    num_workers: int = field(default=0, metadata=rule(integer=True, ge=0))
+
+    def __post_init__(self) -> None:
+        check_fields(self, "")
+
+
+@dataclass
+class HistorySettings:
+    """``python -m automl.history``: the measured transfers in the ``storage`` database."""
+
+    action: str = field(default="list", metadata=rule(choices=("list", "export", "import")))
+    file: str | None = None  # the CSV to export to or import from
+    storage: str = field(default_factory=lambda: os.environ.get("AUTOML_STORAGE", "sqlite:///outputs/automl.db"))
+
+    def __post_init__(self) -> None:
+        check_fields(self, "")
+        if self.action != "list" and not self.file:
+            raise SettingsError(f"action={self.action} needs file=<path of the CSV>")
+
+
+@dataclass
+class DemoBankSettings:
+    """``python -m automl.bank.demo``: build the offline demo bank."""
+
+    out: str = field(default_factory=lambda: os.path.join(_cache_dir(), "banks", "demo"))
+    seed: int = 0
