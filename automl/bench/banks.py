@@ -1,0 +1,51 @@
+"""The meta-benchmark's banks: 48 tiny checkpoints in 4 banks that differ in architecture, source data,
+pretraining length and quality, so that a ranking method can be judged on banks it was not chosen on
+(leave-one-bank-out).
+
+* ``classic`` — the demo bank: resnet, efficientnet, nfnet, vit x photos, symbols, textures (20 epochs);
+* ``modern`` — convnext, byobnet, mambaout, vit2 x gratings, printed, counting (20 epochs);
+* ``budget`` — all eight families on all six sources, pretrained for 2 to 60 epochs;
+* ``rough`` — untrained (headless) models, models trained on noisy labels or a few percent of their
+  source, and headless checkpoints of good models.
+"""
+
+from __future__ import annotations
+
+from automl.bank.demo import demo_plan
+from automl.bank.pretrain import Pretraining
+
+MODERN_ARCHS = ("convnext", "byobnet", "mambaout", "vit2")
+MODERN_SOURCES = ("gratings", "printed", "counting")
+
+BANKS: dict[str, list[Pretraining]] = {
+    "classic": demo_plan(),
+    "modern": [Pretraining(f"{arch}_{source}", arch, source) for source in MODERN_SOURCES for arch in MODERN_ARCHS],
+    "budget": [
+        Pretraining("resnet_textures_e2", "resnet", "textures", epochs=2),
+        Pretraining("resnet_printed_e60", "resnet", "printed", epochs=60),
+        Pretraining("effnet_counting_e5", "effnet", "counting", epochs=5),
+        Pretraining("effnet_gratings_e60", "effnet", "gratings", epochs=60),
+        Pretraining("convnext_photos_e3", "convnext", "photos", epochs=3),
+        Pretraining("convnext_symbols_e60", "convnext", "symbols", epochs=60),
+        Pretraining("byobnet_textures_e8", "byobnet", "textures", epochs=8),
+        Pretraining("vit_gratings_e40", "vit", "gratings", epochs=40),
+        Pretraining("vit2_symbols_e5", "vit2", "symbols", epochs=5),
+        Pretraining("mambaout_photos_e10", "mambaout", "photos", epochs=10),
+        Pretraining("nfnet_printed_e3", "nfnet", "printed", epochs=3),
+        Pretraining("mambaout_counting_e40", "mambaout", "counting", epochs=40),
+    ],
+    "rough": [
+        Pretraining("resnet_untrained", "resnet", "textures", epochs=0, headless=True),
+        Pretraining("convnext_untrained", "convnext", "textures", epochs=0, headless=True),
+        Pretraining("vit_untrained", "vit", "textures", epochs=0, headless=True),
+        Pretraining("effnet_textures_noisy", "effnet", "textures", label_noise=0.5),
+        Pretraining("byobnet_printed_noisy", "byobnet", "printed", label_noise=0.6),
+        Pretraining("mambaout_symbols_noisy", "mambaout", "symbols", label_noise=0.5),
+        Pretraining("resnet_photos_few", "resnet", "photos", data_fraction=0.05),
+        Pretraining("vit2_counting_few", "vit2", "counting", data_fraction=0.1),
+        Pretraining("nfnet_gratings_few", "nfnet", "gratings", data_fraction=0.05),
+        Pretraining("convnext_printed_headless", "convnext", "printed", headless=True),
+        Pretraining("effnet_photos_headless", "effnet", "photos", headless=True),
+        Pretraining("byobnet_symbols_headless", "byobnet", "symbols", headless=True),
+    ],
+}
