@@ -6,6 +6,7 @@ absolute."""
 from __future__ import annotations
 
 import dataclasses
+import hashlib
 import importlib.util
 import re
 from collections.abc import Sequence
@@ -101,6 +102,15 @@ def storage_url(url: str) -> str:
     return url
 
 
+def storage_slug(url: str) -> str:
+    """A folder name for what belongs to the database at ``url`` (its backend and a digest of the URL
+    without its password): the same study name in two storages never shares trial files."""
+    from sqlalchemy import make_url
+
+    digest = hashlib.sha256(redact_url(url).encode()).hexdigest()[:10]
+    return f"{make_url(url).get_backend_name()}-{digest}"
+
+
 def redact_url(url: str) -> str:
     """``url`` with its password replaced by ``***`` (for logs and messages)."""
     return re.sub(r"//([^:/@]+):[^@]*@", r"//\1:***@", url)
@@ -122,4 +132,4 @@ def select_device(name: str = "auto") -> str:
 
 
 __all__ = ["CONF_DIR", "SQLITE_TIMEOUT_S", "absolute_path", "compose", "redact_url", "resolve",
-           "select_device", "storage_url"]
+           "select_device", "storage_slug", "storage_url"]

@@ -14,10 +14,9 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
-import math
 import os
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -32,6 +31,7 @@ from automl.bank import Bank, BankEntry, BankError, create_model, resolve_data_c
 from automl.errors import AutomlError
 from automl.fileio import atomic_path
 from automl.images import load_image
+from automl.pixels import normalize, pixel_transform
 from automl.progress import progress_bar
 
 log = logging.getLogger(__name__)
@@ -105,15 +105,13 @@ def extract_features(
 
 def _forward(entry: BankEntry, model: nn.Module, config: dict[str, Any], images: Sequence[Image.Image],
              batch_size: int, device: str | torch.device) -> tuple[np.ndarray, np.ndarray | None]:
-    pixels = _pixels(config)
-    mean = torch.tensor(config["mean"], device=device).view(1, -1, 1, 1) * 255
-    std = torch.tensor(config["std"], device=device).view(1, -1, 1, 1) * 255
+    pixels = pixel_transform(config)
     features, probs = [], []
     checked, head = False, None  # head: the classifier that maps pre-logits to logits, checked on batch 1
     try:
         with torch.inference_mode():
             for start in range(0, len(images), batch_size):
-                x = pixels(images[start : start + batch_size]).to(device).float().sub_(mean).div_(std)
+                x = normalize(pixels(images[start : start + batch_size]).to(device), config)
                 tokens = model.forward_features(x)
                 pre_logits = model.forward_head(tokens, pre_logits=True)
                 features.append(pre_logits.float().cpu())
@@ -146,26 +144,6 @@ def _classifier_of_pre_logits(model: nn.Module, tokens: torch.Tensor, pre_logits
     except RuntimeError:  # shapes that do not fit: the head has more stages
         return None
     return head if same else None
-
-
-def _pixels(config: dict[str, Any]) -> Callable[[Sequence[Image.Image]], torch.Tensor]:
-    """B PIL RGB images → contiguous uint8 [B, C, H, W], resized and cropped as timm's eval transform does.
-
-    Normalisation is left out (use_prefetcher=True): it runs once per batch, as in timm's PrefetchLoader.
-    """
-    transform = timm.data.create_transform(**config, is_training=False, use_prefetcher=True)
-    _, height, width = config["input_size"]
-    # With crop_pct 1, images already at the input size pass resize and crop unchanged: skipping the
-    # per-image PIL round trip matters when the model's forward costs only ~100 µs per image.
-    unchanged = all(math.floor(side / config["crop_pct"]) == side for side in (height, width))
-
-    def apply(images: Sequence[Image.Image]) -> torch.Tensor:
-        if unchanged and all(image.size == (width, height) and image.mode == "RGB" for image in images):
-            raw = torch.frombuffer(bytearray(b"".join(image.tobytes() for image in images)), dtype=torch.uint8)
-            return raw.view(len(images), height, width, 3).permute(0, 3, 1, 2).contiguous()
-        return torch.stack([transform(image) for image in images])
-
-    return apply
 
 
 # ------------------------------------------------------------------------------------------------ cache

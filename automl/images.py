@@ -1,4 +1,4 @@
-"""Decoding images from disk into RGB, and the torch Dataset over (path, label) lists.
+"""Decoding images from disk into RGB.
 
 Every image that enters automl goes through :func:`load_image`, so all of the pipeline sees the same
 pixels: any PIL mode (1, L, LA, P, RGBA, CMYK, I;16, I, F) becomes 8-bit RGB, transparency is composited
@@ -12,11 +12,9 @@ from __future__ import annotations
 import io
 import os
 import warnings
-from collections.abc import Callable, Sequence
 from pathlib import Path
 
 import numpy as np
-import torch
 from PIL import Image, ImageOps, UnidentifiedImageError
 
 from automl.errors import AutomlError
@@ -81,31 +79,3 @@ def decode_image(data: bytes, path: str | os.PathLike, max_pixels: int = MAX_PIX
         if isinstance(exc, BadImageError):
             raise
         raise BadImageError(f"{path}: not a readable image ({type(exc).__name__}: {exc})") from exc
-
-
-class ImageDataset(torch.utils.data.Dataset):
-    """``(transform(load_image(path)), label)`` pairs for a list of image files.
-
-    Args:
-        paths: image files.
-        labels: [N] int class indices.
-        transform: maps an RGB PIL image to a tensor (e.g. timm's ``create_transform``).
-    """
-
-    def __init__(
-        self,
-        paths: Sequence[Path],
-        labels: Sequence[int] | np.ndarray,
-        transform: Callable[[Image.Image], torch.Tensor],
-    ):
-        if len(paths) != len(labels):
-            raise ValueError(f"{len(paths)} paths but {len(labels)} labels")
-        self.paths = list(paths)
-        self.labels = np.asarray(labels, dtype=np.int64)
-        self.transform = transform
-
-    def __len__(self) -> int:
-        return len(self.paths)
-
-    def __getitem__(self, index: int) -> tuple[torch.Tensor, int]:
-        return self.transform(load_image(self.paths[index])), int(self.labels[index])

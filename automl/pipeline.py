@@ -9,6 +9,7 @@ import time
 from collections.abc import Iterator
 from pathlib import Path
 
+import numpy as np
 from rich.console import Console
 from rich.table import Table
 
@@ -70,8 +71,7 @@ def run(settings: AutomlSettings, run_dir: Path, console: Console | None = None)
         with clock("report"):
             from automl.report import write_report
 
-            predictions = (_test_predictions(outcome, ranking, settings.device) if outcome and outcome.best_dir
-                           else None)
+            predictions = _test_predictions(outcome)
             report = write_report(run_dir, ranking, outcome=outcome, stage_seconds=clock.seconds,
                                   test_predictions=predictions, calibration_table=calibration_text)
         log.info("report: %s", report)
@@ -118,12 +118,12 @@ def _calibrate(settings: AutomlSettings, history: History, console: Console) -> 
     return text.file.getvalue()
 
 
-def _test_predictions(outcome, ranking: Ranking, device: str):
-    from automl.finetune.export import load_exported, predict_proba
-
-    exported = load_exported(outcome.best_dir)
-    probs = predict_proba(exported.model, ranking.task.splits["test"].paths, exported.transform, device=device)
-    return probs.argmax(axis=1)
+def _test_predictions(outcome) -> np.ndarray | None:
+    """The class the best trial gave each test image, as its fit measured it (None: not on this machine)."""
+    best = outcome.best if outcome is not None else None
+    if best is None or best.test_predictions is None or not best.test_predictions.is_file():
+        return None
+    return np.load(best.test_predictions)
 
 
 def _summary(ranking: Ranking | None, outcome, seconds: dict[str, float], run_dir: Path) -> Table:

@@ -1,13 +1,14 @@
 """``python -m automl.predict model=<dir> images=<folder or file> [out=<csv>] [batch_size=64]
-[device=auto] [num_workers=0]``: classify images with an exported model (``<run>/best``).
+[device=auto] [max_image_pixels=N]``: classify images with an exported model (``<run>/best``).
 
 Writes a CSV ``path,label,probability`` (the predicted class name and its softmax probability),
 atomically, by default next to the model folder (:func:`default_out`); one image's label and probability
 are also printed.
 When ``images`` is a labelled ImageFolder (``<images>/<class>/<image>``, every class folder named after
-one of the model's classes) it also prints ``accuracy: <percent>``. The exported model's eval
-transform and the same decoding as training are used, so on the task's ``test/`` folder this
-reproduces the ``test_accuracy`` in the model's config.json.
+one of the model's classes) it also prints ``accuracy: <percent>``. The images go through the exported
+model's input pipeline exactly as in training (:mod:`automl.pixels`), so on the task's ``test/`` folder
+this reproduces the ``test_accuracy`` in the model's config.json. An unusable image (unreadable, or
+larger than ``max_image_pixels``) is skipped and named.
 """
 
 from __future__ import annotations
@@ -27,7 +28,8 @@ from automl.config import CONF_DIR, select_device
 from automl.errors import AutomlError
 from automl.fileio import atomic_path
 from automl.finetune.export import EVAL_BATCH_SIZE, load_exported, predict_proba
-from automl.images import BadImageError, is_image_file, load_image
+from automl.images import MAX_PIXELS, BadImageError, is_image_file, load_image
+from automl.pixels import pixel_batches
 from automl.settings.tools import PredictSettings
 
 log = logging.getLogger(__name__)
@@ -57,12 +59,12 @@ def find_images(images: Path, classes: Sequence[str]) -> tuple[list[Path], np.nd
     return paths, np.array([index[p.relative_to(images).parts[0]] for p in paths], dtype=np.int64)
 
 
-def _readable(paths: list[Path], labels: np.ndarray | None) -> tuple[list[Path], np.ndarray | None]:
+def _readable(paths: list[Path], labels: np.ndarray | None, max_pixels: int) -> tuple[list[Path], np.ndarray | None]:
     """Drop (and report) the files that cannot be decoded."""
     good = []
     for i, path in enumerate(paths):
         try:
-            load_image(path)
+            load_image(path, max_pixels)
             good.append(i)
         except BadImageError as exc:
             log.warning("skipping %s", exc)
@@ -72,19 +74,22 @@ def _readable(paths: list[Path], labels: np.ndarray | None) -> tuple[list[Path],
 
 
 def predict(model_dir: str | Path, images: str | Path, out: str | Path, *, batch_size: int = EVAL_BATCH_SIZE,
-            device: str = "auto", num_workers: int = 0) -> Predictions:
+            device: str = "auto", max_pixels: int = MAX_PIXELS) -> Predictions:
     """Write the predictions CSV at ``out`` and return what was predicted."""
     exported = load_exported(model_dir)
     classes = exported.classes
     paths, labels = find_images(Path(images), classes)
     device = select_device(device)
+
+    def probabilities(paths: list[Path]) -> np.ndarray:
+        batches = pixel_batches(paths, exported.data_config, batch_size, max_pixels=max_pixels)
+        return predict_proba(exported.model, batches, exported.data_config, device=device)
+
     try:
-        probs = predict_proba(exported.model, paths, exported.transform, batch_size=batch_size, device=device,
-                              num_workers=num_workers)
-    except BadImageError:  # rare: find the unreadable files once, then predict the rest
-        paths, labels = _readable(paths, labels)
-        probs = predict_proba(exported.model, paths, exported.transform, batch_size=batch_size, device=device,
-                              num_workers=num_workers)
+        probs = probabilities(paths)
+    except BadImageError:  # rare: find the unusable files once, then predict the rest
+        paths, labels = _readable(paths, labels, max_pixels)
+        probs = probabilities(paths)
     predicted = probs.argmax(axis=1)
     with atomic_path(out) as tmp, tmp.open("w", newline="") as handle:
         writer = csv.writer(handle)
@@ -110,7 +115,7 @@ class Predictions:
 def _predict(settings: PredictSettings) -> Predictions:
     out = Path(settings.out) if settings.out else default_out(settings.model, settings.images)
     return predict(settings.model, settings.images, out, batch_size=settings.batch_size, device=settings.device,
-                   num_workers=settings.num_workers)
+                   max_pixels=settings.max_image_pixels)
 
 
 def default_out(model_dir: str | Path, images: str | Path) -> Path:

@@ -65,6 +65,7 @@ class Task:
     fingerprint: str  # hex digest of (relative file list, file contents, labels, splits)
     root: Path
     median_side: int  # median of min(width, height) over the train images, in pixels
+    cache_dir: Path | None = None  # where what is derived from the images (scans, decoded pixels) is cached
 
     @property
     def num_classes(self) -> int:
@@ -114,6 +115,7 @@ def load_task(settings: TaskSettings, cache_dir: str | os.PathLike) -> Task:
         fingerprint=_fingerprint(splits, classes, root, scans),
         root=root,
         median_side=int(np.median(train_sides)),
+        cache_dir=cache_dir,
     )
 
 

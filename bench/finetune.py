@@ -1,42 +1,68 @@
-"""Training throughput of a finetune trial versus a plain PyTorch loop on the same model and data.
+"""Training throughput of a finetune trial against the same model trained on ready tensors.
 
-The trial path is what the search runs (FinetuneModule + TaskDataModule + make_trainer, progress bar
-on); the plain path is a hand-written loop over the same DataLoader with the same optimizer and
-schedule. Both are timed over their training batches only (validation excluded), per epoch, the first
-epoch of every fit dropped (worker start-up, allocator warm-up); the two alternate so that load from
-other processes hits both alike. Printed: median images/second per loader-worker count, and the ratio
-(goal: the trial reaches >= 90% of the plain loop).
+* **trial** — what the search runs: TaskDataModule (decoded pixels, cached) + batch augmentation on the
+  training device + FinetuneModule + make_trainer (progress bar as set);
+* **raw** — a plain PyTorch loop over the same images already in memory as one uint8 tensor, with the
+  same batch size, the same augmentation (BatchAugment), optimizer and schedule: the model's own speed;
+* **per-image PIL** — for reference, the path trials took before: every image decoded from its file and
+  transformed by timm's PIL pipeline in every epoch (same model and optimizer).
 
-    python bench/finetune.py [--arch test_resnet] [--epochs 4] [--rounds 2] [--workers 0 1 2] [--threads N]
-                             [--no-progress-bar]
+All are timed over training batches only (validation excluded), per epoch, the first epoch of every fit
+dropped (allocator warm-up); they alternate so that load from other processes hits them alike. Printed:
+median images/second, the trial/raw ratio (goal >= 0.90), the time to decode the splits once, and on a
+GPU its utilisation during the trial.
+
+    python bench/finetune.py [arch=test_resnet] [epochs=4] [rounds=2] [batch_size=64] [threads=N]
+                             [device=cpu] [progress_bar=true] [task=digits]
 """
 
 from __future__ import annotations
 
-import argparse
 import dataclasses
-import os
+import shutil
 import statistics
+import subprocess
 import sys
+import tempfile
 import time
+from dataclasses import dataclass
 from pathlib import Path
 
 import lightning.pytorch as pl
+import numpy as np
 import timm
 import torch
 from torch import nn
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
+from _settings import parse
+
 from automl.config import compose, resolve
+from automl.finetune.augment import BatchAugment
 from automl.finetune.data import TaskDataModule
 from automl.finetune.fit import quiet_libraries
 from automl.finetune.module import FinetuneModule, build_optimizer, make_trainer
-from automl.settings import Hparams
+from automl.images import load_image
+from automl.pixels import training_config
+from automl.settings import AugmentSettings
 from automl.tasks import load_task
 
 DATA_CONFIG = {"input_size": (3, 32, 32), "mean": (0.5, 0.5, 0.5), "std": (0.25, 0.25, 0.25),
                "interpolation": "bilinear", "crop_pct": 1.0, "crop_mode": "center"}
+
+
+@dataclass
+class Settings:
+    arch: str = "test_resnet"
+    task: str = "digits"  # a builtin task
+    epochs: int = 4
+    rounds: int = 2
+    batch_size: int = 64
+    threads: int | None = None  # torch intra-op threads (null: torch's default)
+    device: str = "cpu"
+    progress_bar: bool = True
+
 
 
 class EpochTimer(pl.Callback):
@@ -56,70 +82,132 @@ class EpochTimer(pl.Callback):
         self.rates.append(self.images / (self.end - self.start))
 
 
-def trial_rates(task, hparams: Hparams, arch: str, workers: int, progress_bar: bool) -> list[float]:
+def trial_rates(task, settings: Settings, hparams, augment: AugmentSettings) -> list[float]:
     pl.seed_everything(0, verbose=False)
-    model = timm.create_model(arch, num_classes=task.num_classes)
-    datamodule = TaskDataModule(task, DATA_CONFIG, hparams.batch_size, num_workers=workers)
+    model = timm.create_model(settings.arch, num_classes=task.num_classes)
+    datamodule = TaskDataModule(task, DATA_CONFIG, hparams.batch_size, num_workers=0, augment=augment,
+                                pin_memory=settings.device.startswith("cuda"))
     timer = EpochTimer()
     with quiet_libraries():  # as the search runs its trials
-        trainer = make_trainer(hparams.epochs, "cpu", callbacks=[timer], progress_bar=progress_bar)
+        trainer = make_trainer(hparams.epochs, settings.device, callbacks=[timer], progress_bar=settings.progress_bar)
         trainer.fit(FinetuneModule(model, task.num_classes, hparams), datamodule=datamodule)
     return timer.rates[1:]
 
 
-def plain_rates(task, hparams: Hparams, arch: str, workers: int) -> list[float]:
-    pl.seed_everything(0, verbose=False)
-    model = timm.create_model(arch, num_classes=task.num_classes).train()
-    loader = TaskDataModule(task, DATA_CONFIG, hparams.batch_size, num_workers=workers).train_dataloader()
-    optimizer, scheduler = build_optimizer(model, hparams, total_steps=hparams.epochs * len(loader))
+def plain_loop(model: nn.Module, batches, hparams, steps_per_epoch: int, device: str) -> list[float]:
+    """One plain training loop; ``batches()`` yields (float images on the device, labels) per epoch."""
+    model.to(device).train()
+    optimizer, scheduler = build_optimizer(model, hparams, total_steps=hparams.epochs * steps_per_epoch)
     loss_fn = nn.CrossEntropyLoss(label_smoothing=hparams.label_smoothing)
     rates = []
     for _ in range(hparams.epochs):
         start, images = time.perf_counter(), 0
-        for x, y in loader:
+        for x, y in batches():
             loss = loss_fn(model(x), y)
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
             optimizer.step()
             scheduler.step()
             images += len(y)
+        if device.startswith("cuda"):
+            torch.cuda.synchronize()
         rates.append(images / (time.perf_counter() - start))
     return rates[1:]
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--arch", default="test_resnet")
-    parser.add_argument("--epochs", type=int, default=4)
-    parser.add_argument("--rounds", type=int, default=2)
-    parser.add_argument("--batch-size", type=int, default=64)
-    parser.add_argument("--workers", type=int, nargs="+", default=[0, 1, 2])
-    parser.add_argument("--threads", type=int, default=None, help="torch intra-op threads (default: torch's)")
-    parser.add_argument("--progress-bar", action=argparse.BooleanOptionalAction, default=True,
-                        help="the trial's progress bar (finetune.progress_bar, on by default)")
-    args = parser.parse_args()
-    if args.threads is not None:
-        torch.set_num_threads(args.threads)
+def raw_rates(task, settings: Settings, hparams, augment: AugmentSettings, pixels: np.ndarray) -> list[float]:
+    pl.seed_everything(0, verbose=False)
+    device = settings.device
+    x_all = torch.from_numpy(pixels).to(device)
+    y_all = torch.as_tensor(task.splits["train"].labels, device=device)
+    augmenter = BatchAugment(augment, DATA_CONFIG)
 
-    settings = resolve(compose([]))
-    task = load_task(settings.task, settings.cache_dir)  # builtin digits: 1257 training images, 10 classes
-    hparams = dataclasses.replace(settings.finetune.default_hparams, epochs=args.epochs, batch_size=args.batch_size)
-    print(f"{args.arch} on {task.name} ({len(task.splits['train'])} train images, 32 px), batch {args.batch_size}, "
-          f"{args.epochs} epochs x {args.rounds} rounds, torch threads {torch.get_num_threads()}, "
-          f"{os.cpu_count()} CPUs")
-    rows = []
-    for workers in args.workers:
-        trial, plain = [], []
-        for _ in range(args.rounds):
-            trial += trial_rates(task, hparams, args.arch, workers, args.progress_bar)
-            plain += plain_rates(task, hparams, args.arch, workers)
-        rows.append((workers, statistics.median(trial), statistics.median(plain)))
-    print(f"\n{'workers':>7}  {'trial img/s':>11}  {'plain img/s':>11}  {'trial/plain':>11}")
-    for workers, trial, plain in rows:
-        print(f"{workers:>7}  {trial:>11.0f}  {plain:>11.0f}  {trial / plain:>11.3f}")
-    best = max(rows, key=lambda row: row[1])
-    print(f"\nfastest trial setting: num_workers={best[0]} ({best[1]:.0f} img/s); "
-          f"overhead vs plain there: {100 * (1 - best[1] / best[2]):.1f}% (goal <= 10%)")
+    def batches():
+        order = torch.randperm(len(y_all), device=device)
+        for index in order.split(hparams.batch_size):
+            yield augmenter(x_all[index]), y_all[index]
+
+    model = timm.create_model(settings.arch, num_classes=task.num_classes)
+    return plain_loop(model, batches, hparams, -(-len(y_all) // hparams.batch_size), device)
+
+
+def pil_rates(task, settings: Settings, hparams, augment: AugmentSettings) -> list[float]:
+    pl.seed_everything(0, verbose=False)
+    transform = timm.data.create_transform(
+        input_size=DATA_CONFIG["input_size"], is_training=True, mean=DATA_CONFIG["mean"], std=DATA_CONFIG["std"],
+        interpolation="bilinear", scale=tuple(augment.scale), ratio=tuple(augment.ratio), hflip=augment.hflip)
+    paths, labels = task.splits["train"].paths, torch.as_tensor(task.splits["train"].labels)
+
+    def batches():
+        order = torch.randperm(len(paths))
+        for index in order.split(hparams.batch_size):
+            x = torch.stack([transform(load_image(paths[i])) for i in index.tolist()])
+            yield x.to(settings.device), labels[index].to(settings.device)
+
+    model = timm.create_model(settings.arch, num_classes=task.num_classes)
+    return plain_loop(model, batches, hparams, -(-len(paths) // hparams.batch_size), settings.device)
+
+
+def gpu_utilisation(run) -> tuple[object, float | None]:
+    """``run()``'s result and the mean GPU utilisation (%) nvidia-smi saw meanwhile (None without it)."""
+    if not shutil.which("nvidia-smi"):
+        return run(), None
+    sampler = subprocess.Popen(["nvidia-smi", "--query-gpu=utilization.gpu", "--format=csv,noheader,nounits",
+                                "-lms", "200"], stdout=subprocess.PIPE, text=True)
+    try:
+        result = run()
+    finally:
+        sampler.terminate()
+    samples = [float(line.split(",")[0]) for line in sampler.communicate()[0].split() if line.strip()]
+    return result, (statistics.mean(samples) if samples else None)
+
+
+def main() -> None:
+    settings = parse(Settings, __doc__)
+    if settings.threads is not None:
+        torch.set_num_threads(settings.threads)
+    with tempfile.TemporaryDirectory() as cache:
+        run = resolve(compose([f"task={settings.task}", f"cache_dir={cache}"]))
+        task = load_task(run.task, cache)
+        hparams = dataclasses.replace(run.finetune.default_hparams, epochs=settings.epochs,
+                                      batch_size=settings.batch_size, label_smoothing=0.0)
+        augment = run.finetune.augment
+        start = time.perf_counter()
+        datamodule = TaskDataModule(task, DATA_CONFIG, hparams.batch_size, augment=augment)
+        pixels = datamodule.pixels("train")
+        datamodule.pixels("val")
+        decode = time.perf_counter() - start
+        start = time.perf_counter()
+        datamodule.pixels("train")
+        warm = time.perf_counter() - start
+        assert np.array_equal(pixels, split_again(task, cache)), "the cache must hold what decoding gives"
+        print(f"{settings.arch} on {task.name} ({len(task.splits['train'])} train images, 32 px), batch "
+              f"{hparams.batch_size}, {hparams.epochs} epochs x {settings.rounds} rounds, {settings.device}, "
+              f"torch threads {torch.get_num_threads()}; augment {dataclasses.asdict(augment)}")
+        print(f"decoding train + val once: {decode:.2f} s; reading the cached train split again: {warm * 1e3:.1f} ms")
+        trial, raw, pil, utilisation = [], [], [], []
+        for _ in range(settings.rounds):
+            rates, used = gpu_utilisation(lambda: trial_rates(task, settings, hparams, augment))
+            trial += rates
+            utilisation += [used] if used is not None else []
+            raw += raw_rates(task, settings, hparams, augment, pixels)
+            pil += pil_rates(task, settings, hparams, augment)
+    trial_median, raw_median, pil_median = map(statistics.median, (trial, raw, pil))
+    print(f"\n{'path':<16} {'img/s (median)':>14}  {'/ raw':>6}")
+    for name, value in (("trial", trial_median), ("raw tensors", raw_median), ("per-image PIL", pil_median)):
+        print(f"{name:<16} {value:>14.0f}  {value / raw_median:>6.3f}")
+    print(f"\ntrial / raw = {trial_median / raw_median:.3f} (goal >= 0.90); trial / per-image PIL = "
+          f"{trial_median / pil_median:.2f}x")
+    if utilisation:
+        print(f"GPU utilisation during the trials: {statistics.mean(utilisation):.0f}%")
+
+
+def split_again(task, cache: str) -> np.ndarray:
+    """The train split decoded without the cache (what the cache must hold)."""
+    from automl.pixels import split_pixels
+
+    return split_pixels(task.splits["train"].paths, training_config(DATA_CONFIG), fingerprint=task.fingerprint,
+                        split="train", cache_dir=None)
 
 
 if __name__ == "__main__":

@@ -178,6 +178,25 @@ def test_budget_admission_is_exact_when_trials_race(tmp_path):
     assert sum(counts(t) for t in study.trials) == 2
 
 
+@pytest.mark.filterwarnings("ignore:Heartbeat of storage", "ignore::optuna.exceptions.ExperimentalWarning")
+def test_a_trial_whose_worker_died_before_its_first_heartbeat_is_failed_and_retried(tmp_path):
+    storage = open_storage(f"sqlite:///{tmp_path}/s.db", FinetuneSettings(heartbeat_interval=1, grace_period=2))
+    study = optuna.create_study(storage=storage)
+    orphan = study.ask({"x": optuna.distributions.FloatDistribution(0, 1)})  # RUNNING, never a heartbeat
+    budget = Budget(n_trials=1, deadline=None, poll_s=0.05, grace_period=2)
+    optuna.storages.fail_stale_trials(study)
+    assert study.trials[0].state == TrialState.RUNNING  # Optuna alone never judges it
+    assert budget.wait_for_slot(study)  # it may run: nothing counted, the orphan is not counted
+    deadline = time.monotonic() + 30
+    while study.trials[0].state == TrialState.RUNNING and time.monotonic() < deadline:
+        budget.stale.fail(study)
+        time.sleep(0.2)
+    trials = study.trials
+    assert trials[0].state == TrialState.FAIL and not counts(trials[0])
+    retry = [t for t in trials if t.system_attrs.get("failed_trial") == orphan.number]
+    assert len(retry) == 1 and retry[0].state == TrialState.WAITING and retry[0].params == orphan.params
+
+
 class _CtrlC(pl.Callback):
     """Ctrl-C as Python delivers it: a KeyboardInterrupt raised wherever the training loop is."""
 

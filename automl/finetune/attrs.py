@@ -8,3 +8,4 @@ INTERRUPTED = "interrupted"  # Ctrl-C: failed and queued again (it does not coun
 HPARAMS = "hparams"  # every hyperparameter the fit used (sampled, fixed and defaults)
 DATA_CONFIG = "data_config"  # the model's input pipeline
 WEIGHTS = "weights"  # path of the best-epoch weights (COMPLETE trials)
+TEST_PREDICTIONS = "test_predictions"  # path of the .npy of the class given to each test image (COMPLETE trials)

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import time
 import warnings
+from datetime import datetime, timedelta
 
 import optuna
 from optuna.trial import FrozenTrial, TrialState
@@ -28,8 +29,9 @@ class OverBudget(RuntimeError):
 class Budget:
     """Exact ``n_trials`` across workers (None: unlimited) and this worker's ``deadline`` (monotonic s)."""
 
-    def __init__(self, n_trials: int | None, deadline: float | None, poll_s: float):
+    def __init__(self, n_trials: int | None, deadline: float | None, poll_s: float, grace_period: float = 120.0):
         self.n_trials, self.deadline, self.poll_s = n_trials, deadline, poll_s
+        self.stale = StaleTrials(grace_period)
 
     def expired(self) -> bool:
         return self.deadline is not None and time.monotonic() >= self.deadline
@@ -39,7 +41,7 @@ class Budget:
         while not self.expired():
             if self.n_trials is None:
                 return True
-            fail_stale(study)
+            self.stale.fail(study)
             trials = study.get_trials(deepcopy=False)
             counted = sum(counts(t) for t in trials)
             if counted >= self.n_trials:
@@ -65,12 +67,31 @@ class Budget:
             if pending == 0 or counted + len(others) < self.n_trials:
                 break
             time.sleep(POLL_S)
-            fail_stale(study)
+            self.stale.fail(study)
         trial.set_user_attr(ADMITTED, trial.number)
 
 
-def fail_stale(study: optuna.Study) -> None:
-    """Fail the trials whose worker stopped beating (Optuna retries them: RetryHeartbeatStaleTrialCallback)."""
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
-        optuna.storages.fail_stale_trials(study)
+class StaleTrials:
+    """Fails the trials whose worker died, so that they are retried (``RetryHeartbeatStaleTrialCallback``).
+
+    Optuna's ``fail_stale_trials`` only judges trials that recorded a heartbeat; a worker killed between
+    creating its trial and the first heartbeat would leave it RUNNING for good, and the budget waiting on
+    it. A RUNNING trial older than ``grace_period`` that this worker has not seen before is given one
+    heartbeat: a live trial's own thread keeps it fresh, a dead one's goes stale and is failed one grace
+    period later.
+    """
+
+    def __init__(self, grace_period: float):
+        self.grace = timedelta(seconds=grace_period)
+        self.seen: set[int] = set()
+
+    def fail(self, study: optuna.Study) -> None:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+            optuna.storages.fail_stale_trials(study)
+        now = datetime.now()
+        for trial in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
+            started = trial.datetime_start
+            if trial._trial_id not in self.seen and started is not None and now - started > self.grace:
+                self.seen.add(trial._trial_id)
+                study._storage.record_heartbeat(trial._trial_id)

@@ -1,74 +1,58 @@
-"""The task's train/val/test splits as a LightningDataModule, with timm's transforms for one model.
+"""The task's splits as a LightningDataModule of uint8 pixel batches, augmented on the training device.
 
-Images are decoded by :func:`automl.images.load_image` and transformed with the model's data config
-(input size, mean/std, interpolation, crop; the task's ``image_size`` override already applied):
-random crops etc. from timm's ``create_transform(is_training=True)`` for training, the deterministic
-eval transform for val/test, which is exactly what ``automl.predict`` applies to an exported model.
+Each split is decoded once per input pipeline (:func:`automl.pixels.split_pixels`, cached on disk and
+shared by every trial), so an epoch only indexes an array. The loader hands out uint8 batches; after
+they reach the device, :meth:`TaskDataModule.on_after_batch_transfer` augments the training batches
+(:class:`automl.finetune.augment.BatchAugment`) and normalises the others, exactly as ``automl.predict``
+does for an exported model.
 """
 
 from __future__ import annotations
 
-import dataclasses
-import os
 from collections.abc import Mapping
 from typing import Any
 
 import lightning.pytorch as pl
+import numpy as np
 import torch
-from timm.data import create_transform
-from torch.utils.data import DataLoader
+from torch.utils.data import BatchSampler, DataLoader, RandomSampler, SequentialSampler
 
-from automl.images import ImageDataset
+from automl.finetune.augment import BatchAugment
+from automl.pixels import normalize, split_pixels, training_config
 from automl.settings import AugmentSettings
 from automl.tasks import Task
 
 
-def _transform_args(data_config: Mapping[str, Any]) -> dict[str, Any]:
-    missing = {"input_size", "mean", "std", "interpolation", "crop_pct"} - set(data_config)
-    if missing:
-        raise ValueError(f"data config is missing {sorted(missing)} (got {sorted(data_config)})")
-    return {
-        "input_size": tuple(data_config["input_size"]),
-        "mean": tuple(data_config["mean"]),
-        "std": tuple(data_config["std"]),
-        "interpolation": data_config["interpolation"],
-        "crop_pct": data_config["crop_pct"],
-        "crop_mode": data_config.get("crop_mode", "center"),
-    }
-
-
-def eval_transform(data_config: Mapping[str, Any]):
-    """PIL RGB image → [3, H, W] float tensor: resize, center crop (``crop_pct``/``crop_mode``), normalize."""
-    return create_transform(is_training=False, **_transform_args(data_config))
-
-
-def train_transform(data_config: Mapping[str, Any], augment: AugmentSettings):
-    """timm's training transform (random resized crop, flips, jitter ... per ``augment``) at the model's input."""
-    augment = {**dataclasses.asdict(augment), "scale": tuple(augment.scale), "ratio": tuple(augment.ratio)}
-    args = _transform_args(data_config)
-    args.pop("crop_pct")  # eval-only (random crops take scale/ratio instead)
-    args.pop("crop_mode")
-    return create_transform(is_training=True, **args, **augment)
-
-
 def resolve_num_workers(setting: int | str) -> int:
-    """``auto`` → loader worker processes for this machine; an int is checked and returned.
+    """``auto`` → loader worker processes for this machine; an int is returned as it is.
 
-    ``auto`` = min(4, CPUs - 2), at least 0: on 2 cores bench/finetune.py measured the in-process
-    loader fastest, as a loader process competes with the training threads for the two cores. Workers
-    pay off once there are cores to spare for decoding and augmentation.
+    ``auto`` is 0: the loader only indexes decoded arrays (augmentation runs on the batch, on the
+    training device), which a worker process cannot make faster (bench/finetune.py).
     """
-    if setting == "auto":
-        cpus = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
-        return max(0, min(4, cpus - 2))
-    return int(setting)
+    return 0 if setting == "auto" else int(setting)
+
+
+class PixelBatches(torch.utils.data.Dataset):
+    """``(uint8 [b, C, H, W], int64 [b])`` for a list of indices into a decoded split (a batch at a time)."""
+
+    def __init__(self, pixels: np.ndarray, labels: np.ndarray):
+        if len(pixels) != len(labels):
+            raise ValueError(f"{len(pixels)} images but {len(labels)} labels")
+        self.pixels, self.labels = pixels, torch.as_tensor(np.asarray(labels, dtype=np.int64))
+
+    def __len__(self) -> int:
+        return len(self.labels)
+
+    def __getitem__(self, indices: list[int]) -> tuple[torch.Tensor, torch.Tensor]:
+        order = np.sort(indices)  # memory-mapped arrays read fastest in file order; the batch is shuffled anyway
+        return torch.from_numpy(np.ascontiguousarray(self.pixels[order])), self.labels[order]
 
 
 class TaskDataModule(pl.LightningDataModule):
     """Loaders over ``task``'s splits for a model with ``data_config``.
 
     Args:
-        task: the task (its ``splits`` are used as they are).
+        task: the task (its ``splits`` are used as they are; decoded pixels are cached in ``task.cache_dir``).
         data_config: the model's input config (``bank.resolve_data_config``, image_size override applied).
         batch_size: training batch size (evaluation uses the same).
         num_workers: loader processes, or ``auto`` (:func:`resolve_num_workers`).
@@ -89,25 +73,32 @@ class TaskDataModule(pl.LightningDataModule):
         self.num_workers = resolve_num_workers(num_workers)
         self.drop_last = drop_last and len(task.splits["train"]) > batch_size
         self.pin_memory = pin_memory
-        self.train_transform = train_transform(data_config, augment or AugmentSettings())
-        self.eval_transform = eval_transform(data_config)
+        self.augment = BatchAugment(augment or AugmentSettings(), self.data_config)
 
-    def dataset(self, split: str) -> ImageDataset:
+    def pixels(self, split: str) -> np.ndarray:
+        """uint8 [N, C, H, W] of a split: whole images for training, the eval crop otherwise."""
         data = self.task.splits[split]
         if len(data) == 0:
             raise ValueError(f"task {self.task.name!r}: the {split} split is empty")
-        transform = self.train_transform if split == "train" else self.eval_transform
-        return ImageDataset(data.paths, data.labels, transform)
+        config = training_config(self.data_config) if split == "train" else self.data_config
+        return split_pixels(data.paths, config, fingerprint=self.task.fingerprint, split=split,
+                            cache_dir=self.task.cache_dir)
 
     def _loader(self, split: str, shuffle: bool, drop_last: bool = False) -> DataLoader:
-        return DataLoader(
-            self.dataset(split), batch_size=self.batch_size, shuffle=shuffle, drop_last=drop_last,
-            num_workers=self.num_workers, persistent_workers=self.num_workers > 0,
-            pin_memory=self.pin_memory and torch.cuda.is_available(),
-        )
+        dataset = PixelBatches(self.pixels(split), self.task.splits[split].labels)
+        order = RandomSampler(dataset) if shuffle else SequentialSampler(dataset)
+        return DataLoader(dataset, batch_size=None, sampler=BatchSampler(order, self.batch_size, drop_last),
+                          num_workers=self.num_workers, persistent_workers=self.num_workers > 0,
+                          pin_memory=self.pin_memory and torch.cuda.is_available())
 
     def train_dataloader(self) -> DataLoader:
         return self._loader("train", shuffle=True, drop_last=self.drop_last)
 
     def val_dataloader(self) -> DataLoader:
         return self._loader("val", shuffle=False)
+
+    def on_after_batch_transfer(self, batch: tuple[torch.Tensor, torch.Tensor], dataloader_idx: int
+                                ) -> tuple[torch.Tensor, torch.Tensor]:
+        pixels, labels = batch
+        training = self.trainer is not None and self.trainer.training
+        return (self.augment(pixels) if training else normalize(pixels, self.data_config)), labels

@@ -8,7 +8,8 @@ hyperparameters and the measured ``val_accuracy``/``test_accuracy`` (percent). T
 weights' sha256, so a folder whose two files do not belong together is an error, not a silent mismatch.
 
 :func:`predict_proba` is the one evaluation path: the search computes each trial's test accuracy with
-it, and ``automl.predict`` uses it on an exported folder, so both see the same pixels and numbers.
+it, and ``automl.predict`` uses it on an exported folder, both on :mod:`automl.pixels` batches of
+``EVAL_BATCH_SIZE``, so both see the same pixels and numbers.
 """
 
 from __future__ import annotations
@@ -16,7 +17,7 @@ from __future__ import annotations
 import fcntl
 import json
 import os
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -26,13 +27,11 @@ import safetensors.torch
 import timm
 import torch
 from torch import nn
-from torch.utils.data import DataLoader
 
 from automl.bank import file_sha256
 from automl.errors import AutomlError
 from automl.fileio import atomic_path, atomic_write_text
-from automl.finetune.data import eval_transform
-from automl.images import ImageDataset
+from automl.pixels import normalize
 
 WEIGHTS_FILE = "model.safetensors"
 CONFIG_FILE = "config.json"
@@ -49,11 +48,14 @@ class ExportError(AutomlError):
 
 @dataclass
 class ExportedModel:
-    """A loaded export: ``model`` (eval mode, CPU), its ``config`` (config.json) and eval ``transform``."""
+    """A loaded export: ``model`` (eval mode, CPU) and its ``config`` (config.json)."""
 
     model: nn.Module
     config: dict[str, Any]
-    transform: Any
+
+    @property
+    def data_config(self) -> dict[str, Any]:
+        return self.config["data_config"]
 
     @property
     def classes(self) -> list[str]:
@@ -151,24 +153,22 @@ def load_exported(model_dir: str | os.PathLike) -> ExportedModel:
     except Exception as exc:  # unknown arch, bad kwargs, damaged file, shapes: all mean a bad export
         raise ExportError(f"{model_dir}: cannot rebuild {config['arch']!r} from {WEIGHTS_FILE}: "
                           f"{type(exc).__name__}: {exc}") from exc
-    return ExportedModel(model=model.eval(), config=config, transform=eval_transform(config["data_config"]))
+    return ExportedModel(model=model.eval(), config=config)
 
 
 @torch.inference_mode()
-def predict_proba(model: nn.Module, paths: Sequence[str | os.PathLike], transform, *,
-                  batch_size: int = EVAL_BATCH_SIZE, device: str = "cpu", num_workers: int = 0) -> np.ndarray:
-    """Class probabilities [N, C] (float32, softmax of fp32 logits) of ``model`` for the images at ``paths``.
+def predict_proba(model: nn.Module, batches: Iterable[torch.Tensor], data_config: Mapping[str, Any], *,
+                  device: str = "cpu") -> np.ndarray:
+    """Class probabilities [N, C] (float32, softmax of fp32 logits) of ``model`` for uint8 pixel batches
+    ([b, C, H, W], :mod:`automl.pixels`), normalised with ``data_config``.
 
     The model is evaluated in eval mode on ``device`` in float32 and is put back in its previous mode.
     """
-    if batch_size < 1:
-        raise ValueError(f"batch_size={batch_size} must be >= 1")
     was_training = model.training
     model.eval().to(device)
-    loader = DataLoader(ImageDataset(list(paths), np.zeros(len(paths), dtype=np.int64), transform),
-                        batch_size=batch_size, num_workers=num_workers)
     try:
-        chunks = [torch.softmax(model(images.to(device)).float(), dim=1).cpu() for images, _ in loader]
+        chunks = [torch.softmax(model(normalize(batch.to(device), data_config)).float(), dim=1).cpu()
+                  for batch in batches]
     finally:
         model.train(was_training)
     return torch.cat(chunks).numpy() if chunks else np.zeros((0, 0), dtype=np.float32)

@@ -39,6 +39,7 @@ class FitResult:
 
     val_accuracy: float  # the best epoch's validation accuracy (the epoch whose weights are kept)
     test_accuracy: float  # those weights on the test split, evaluated once
+    test_predictions: np.ndarray  # [N] the class each test image was given (task.splits["test"] order)
     best_epoch: int  # 0-based
     epochs: int  # epochs trained (validated)
     seconds: float  # wall time: build, fit and test evaluation
@@ -83,11 +84,14 @@ def fit_once(entry: BankEntry, task: Task, hparams: Hparams, settings: FinetuneS
     if module.best_state is None:
         raise RuntimeError(f"{entry.name} on {task.name}: no validation epoch finished")
     model.load_state_dict(module.best_state)
-    test = task.splits["test"]
-    probs = predict_proba(model, test.paths, datamodule.eval_transform, batch_size=EVAL_BATCH_SIZE, device=device)
+    test_pixels = datamodule.pixels("test")
+    batches = (torch.from_numpy(np.array(test_pixels[i : i + EVAL_BATCH_SIZE]))  # a copy: the cache is read-only
+               for i in range(0, len(test_pixels), EVAL_BATCH_SIZE))
+    predicted = predict_proba(model, batches, data_config, device=device).argmax(axis=1)
     return FitResult(
         val_accuracy=float(module.best_val_acc),
-        test_accuracy=100.0 * float(np.mean(probs.argmax(axis=1) == test.labels)),
+        test_accuracy=100.0 * float(np.mean(predicted == task.splits["test"].labels)),
+        test_predictions=predicted,
         best_epoch=module.best_epoch,
         epochs=module.epochs_validated,
         seconds=time.monotonic() - start,

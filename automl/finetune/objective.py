@@ -8,12 +8,14 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 
 import lightning.pytorch as pl
+import numpy as np
 import optuna
 import torch
 from optuna.trial import FrozenTrial
 from optuna_integration import PyTorchLightningPruningCallback
 
 from automl.bank import BankEntry
+from automl.fileio import atomic_path
 from automl.finetune.attrs import (
     DATA_CONFIG,
     FAIL_REASON,
@@ -21,6 +23,7 @@ from automl.finetune.attrs import (
     INTERRUPTED,
     MODEL_PARAM,
     OVER_BUDGET,
+    TEST_PREDICTIONS,
     WEIGHTS,
 )
 from automl.finetune.budget import Budget, counts
@@ -36,16 +39,23 @@ log = logging.getLogger(__name__)
 
 
 class _TrialProgress(pl.Callback):
-    """After every validation epoch, record the epochs trained and the best validation accuracy so far on
-    the trial, so that a pruned or failed trial keeps them (the module's own hook has run by then)."""
+    """After every validation epoch: a log line (a long trial is never silent in the run's log), and the
+    epochs trained and best validation accuracy so far recorded on the trial, so that a pruned or failed
+    trial keeps them (the module's own hook has run by then)."""
 
-    def __init__(self, trial: optuna.Trial):
-        self.trial = trial
+    def __init__(self, trial: optuna.Trial, model: str):
+        self.trial, self.model = trial, model
+        self.start = time.monotonic()
 
     def on_validation_end(self, trainer: pl.Trainer, module: FinetuneModule) -> None:
-        if not trainer.sanity_checking:
-            self.trial.set_user_attr("epochs", module.epochs_validated)
-            self.trial.set_user_attr("val_accuracy", module.best_val_acc)
+        if trainer.sanity_checking:
+            return
+        self.trial.set_user_attr("epochs", module.epochs_validated)
+        self.trial.set_user_attr("val_accuracy", module.best_val_acc)
+        loss = trainer.callback_metrics.get("train_loss")
+        log.info("trial %d %s: epoch %d/%d, val %.2f%% (best %.2f%%), train loss %s, %.1f s", self.trial.number,
+                 self.model, module.epochs_validated, trainer.max_epochs, trainer.callback_metrics["val_acc"],
+                 module.best_val_acc, "-" if loss is None else f"{float(loss):.3f}", time.monotonic() - self.start)
 
 
 class Objective:
@@ -74,7 +84,8 @@ class Objective:
                 self.candidates[params[MODEL_PARAM]], self.task, hparams, self.settings, device=self.device,
                 seed=self.seed,
                 # progress first: a pruned trial keeps the epochs and accuracy it reached
-                callbacks=[_TrialProgress(trial), PyTorchLightningPruningCallback(trial, monitor="val_acc")])
+                callbacks=[_TrialProgress(trial, params[MODEL_PARAM]),
+                           PyTorchLightningPruningCallback(trial, monitor="val_acc")])
             self._keep_best(trial, result)
             return result.val_accuracy
         except optuna.TrialPruned:
@@ -90,14 +101,18 @@ class Objective:
             trial.set_user_attr("seconds", round(time.monotonic() - start, 3))
 
     def _keep_best(self, trial: optuna.Trial, result: FitResult) -> None:
-        """Save the best-epoch weights and record what the fit measured on the trial."""
+        """Save the best-epoch weights and test predictions; record what the fit measured on the trial."""
         weights = save_weights(result.best_state, self.artifacts / f"trial-{trial.number}.safetensors")
+        predictions = self.artifacts / f"trial-{trial.number}.test-predictions.npy"
+        with atomic_path(predictions) as tmp:
+            np.save(tmp, result.test_predictions.astype(np.int32))
         trial.set_user_attr("epochs", result.epochs)
         trial.set_user_attr("val_accuracy", result.val_accuracy)
         trial.set_user_attr("test_accuracy", result.test_accuracy)
         trial.set_user_attr("best_epoch", result.best_epoch)
         trial.set_user_attr(DATA_CONFIG, result.data_config)
         trial.set_user_attr(WEIGHTS, str(weights))
+        trial.set_user_attr(TEST_PREDICTIONS, str(predictions))
 
     def after_trial(self, study: optuna.Study, trial: FrozenTrial) -> None:
         """Optuna callback in this worker: one summary line, finetune.csv, then the caller's hook."""

@@ -23,6 +23,7 @@ from automl.finetune.attrs import (
     INTERRUPTED,
     MODEL_PARAM,
     OVER_BUDGET,
+    TEST_PREDICTIONS,
     WEIGHTS,
 )
 from automl.finetune.budget import counts
@@ -48,6 +49,7 @@ class TrialResult:
     seconds: float  # wall time of the trial
     fail_reason: str | None  # FAIL: "<exception type>: <message>", or why it did not run to the end
     weights: Path | None  # best-epoch weights (COMPLETE trials)
+    test_predictions: Path | None  # .npy of the class given to each test image (COMPLETE trials)
 
     @classmethod
     def from_trial(cls, study: str, trial: FrozenTrial) -> TrialResult:
@@ -68,6 +70,7 @@ class TrialResult:
             seconds=float(attrs.get("seconds", 0.0)),
             fail_reason=reason,
             weights=Path(attrs[WEIGHTS]) if attrs.get(WEIGHTS) else None,
+            test_predictions=Path(attrs[TEST_PREDICTIONS]) if attrs.get(TEST_PREDICTIONS) else None,
         )
 
 

@@ -30,7 +30,8 @@ two workers that start their last trials at the same moment; the total is made e
 ``finetune.time_budget_min`` stops a worker from starting trials after that many minutes.
 
 Every trial is one :func:`automl.finetune.fit.fit_once` (the training path the benchmark's oracle also
-uses, :mod:`automl.finetune.objective`): it keeps its best-epoch weights (``<artifacts_dir>/<study>/trial-<n>.safetensors``), evaluated
+uses, :mod:`automl.finetune.objective`): it keeps its best-epoch weights and test predictions
+(``<artifacts_dir>/<storage slug>/<study>/trial-<n>.*``: two storages never share a folder), evaluated
 once on the test split (reported, never used for selection); pruning (successive halving or Hyperband
 on ``val_acc`` per epoch) moves the budget to the candidates that measure better. At the end the best
 trial by validation accuracy is exported to ``<run_dir>/best`` and ``finetune.csv`` lists the study's
@@ -56,7 +57,7 @@ import optuna
 from optuna.distributions import CategoricalDistribution
 
 from automl.bank import BankEntry
-from automl.config import redact_url
+from automl.config import redact_url, storage_slug
 from automl.finetune.budget import Budget
 from automl.finetune.fit import quiet_libraries, torch_threads
 from automl.finetune.objective import Objective
@@ -123,8 +124,8 @@ def run_finetune(task: Task, candidates: Sequence[BankEntry], settings: Finetune
     run_dir = Path(run_dir)
     minutes = settings.time_budget_min
     budget = Budget(settings.n_trials, None if minutes is None else time.monotonic() + 60 * minutes,
-                    poll_s=min(5.0, settings.heartbeat_interval))
-    artifacts = Path(settings.artifacts_dir).expanduser().resolve() / name
+                    poll_s=min(5.0, settings.heartbeat_interval), grace_period=settings.grace_period)
+    artifacts = Path(settings.artifacts_dir).expanduser().resolve() / storage_slug(storage) / name
     objective = Objective(settings, seed, device, task, candidates, space, name, budget, run_dir, artifacts,
                           on_trial_finished)
     log.info("study %s in %s: models %s, budget %s trials / %s min", name, redact_url(storage),

@@ -63,15 +63,15 @@ HPARAM_NAMES = tuple(f.name for f in dataclasses.fields(Hparams))
 
 @dataclass
 class AugmentSettings:
-    """Training augmentation (timm ``create_transform(is_training=True)`` arguments)."""
+    """Training augmentation, applied to whole batches on the training device (automl.finetune.augment)."""
 
     scale: list[float] = field(default_factory=lambda: [0.35, 1.0])  # random resized crop: area kept
     ratio: list[float] = field(default_factory=lambda: [3 / 4, 4 / 3])  # random resized crop: aspect ratio
+    translate: float = field(default=0.0, metadata=rule(ge=0, le=0.5))  # random shift, fraction of the side
     hflip: float = field(default=0.0, metadata=rule(ge=0, le=1))  # off: flips change digits and letters
     vflip: float = field(default=0.0, metadata=rule(ge=0, le=1))
-    color_jitter: float = field(default=0.0, metadata=rule(ge=0))
+    color_jitter: float = field(default=0.0, metadata=rule(ge=0))  # brightness, contrast, saturation
     re_prob: float = field(default=0.0, metadata=rule(ge=0, le=1))  # random erasing probability
-    auto_augment: str | None = None  # a timm auto-augment policy, e.g. rand-m9-mstd0.5
 
     def __post_init__(self) -> None:
         check_fields(self, "finetune.augment")

@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 from dataclasses import dataclass, field
 
+from automl.images import MAX_PIXELS
 from automl.settings.checks import SettingsError, check_fields, rule
 
 
@@ -21,7 +22,7 @@ class PredictSettings:
     out: str | None = None  # the predictions CSV; null: predictions.csv next to the model folder
     batch_size: int = field(default=64, metadata=rule(integer=True, ge=1))
     device: str = "auto"
-    num_workers: int = field(default=0, metadata=rule(integer=True, ge=0))
+    max_image_pixels: int = field(default=MAX_PIXELS, metadata=rule(integer=True, ge=1))  # larger: skipped
 
     def __post_init__(self) -> None:
         check_fields(self, "")

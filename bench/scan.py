@@ -1,0 +1,98 @@
+"""The task scan on a Fashion-MNIST-shaped folder: 70k 28x28 grey PNGs in 10 class folders.
+
+Measured in one run, each the median of ``repeats``:
+
+* **cold** — a scan with no cache: every file read once, hashed and decoded (``automl.scan``), with 1
+  process and with the pool ``scan_workers`` would pick on a machine with more cores;
+* **warm** — the same scan again: only a ``stat`` per file against the task's scan cache;
+* **reference** — what the scan must at least do: read every file and decode it with PIL, serially.
+
+Goals (issue 13): cold <= 15 s, warm <= 2 s on 2 cores. The folder is generated once under
+``folder`` (seeded; ~1 min) and reused.
+
+    python bench/scan.py [images=70000] [repeats=3] [folder=outputs/cache/bench/scan-70k]
+"""
+
+from __future__ import annotations
+
+import io
+import statistics
+import sys
+import tempfile
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+from PIL import Image
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from _settings import parse
+
+from automl.images import MAX_PIXELS
+from automl.scan import scan_images, scan_workers
+
+
+@dataclass
+class Settings:
+    images: int = 70000
+    repeats: int = 3
+    folder: str = "outputs/cache/bench/scan-70k"
+    workers: int = 2  # the pool size measured next to the single process
+
+
+def make_folder(folder: Path, count: int) -> list[Path]:
+    """``count`` 28x28 grey PNGs of blurred random strokes, in 10 class folders (made once)."""
+    paths = [folder / f"class{i % 10}" / f"{i:06d}.png" for i in range(count)]
+    if all(path.is_file() for path in paths[:: max(1, count // 100)]) and paths[-1].is_file():
+        return paths
+    rng = np.random.default_rng(0)
+    for index, path in enumerate(paths):
+        path.parent.mkdir(parents=True, exist_ok=True)
+        pixels = np.zeros((28, 28), dtype=np.float32)
+        rows, cols = rng.integers(4, 24, size=(2, 6))
+        pixels[rows, cols] = 255.0
+        pixels += rng.normal(0, 12, size=pixels.shape) + 20 * (index % 10)
+        buffer = io.BytesIO()
+        Image.fromarray(np.clip(pixels, 0, 255).astype(np.uint8), mode="L").save(buffer, format="PNG")
+        path.write_bytes(buffer.getvalue())
+    return paths
+
+
+def timed(run) -> float:
+    start = time.perf_counter()
+    run()
+    return time.perf_counter() - start
+
+
+def main() -> None:
+    settings = parse(Settings, __doc__)
+    paths = make_folder(Path(settings.folder), settings.images)
+    megabytes = sum(path.stat().st_size for path in paths) / 1e6
+    print(f"{len(paths)} PNGs, {megabytes:.1f} MB; scan_workers() would use {scan_workers(len(paths))} process(es) "
+          "on this machine")
+    rows = []
+    with tempfile.TemporaryDirectory() as cache:
+        for workers in (1, settings.workers):
+            cold = []
+            for repeat in range(settings.repeats):
+                cache_file = Path(cache) / f"cold-{workers}-{repeat}.json"
+                cold.append(timed(lambda f=cache_file, w=workers: scan_images(paths, f, MAX_PIXELS, workers=w)))
+            rows.append((f"cold, {workers} process(es)", statistics.median(cold)))
+        warm_file = Path(cache) / "cold-1-0.json"
+        rows.append(("warm", statistics.median(timed(lambda: scan_images(paths, warm_file, MAX_PIXELS))
+                                               for _ in range(settings.repeats))))
+    reference = statistics.median(timed(lambda: [Image.open(io.BytesIO(p.read_bytes())).load() for p in paths])
+                                  for _ in range(settings.repeats))
+    rows.append(("reference: read + PIL decode", reference))
+    print(f"\n{'what':<32} {'s (median)':>10}  {'/ reference':>11}")
+    for name, seconds in rows:
+        print(f"{name:<32} {seconds:>10.2f}  {seconds / reference:>11.2f}")
+    cold = min(seconds for name, seconds in rows if name.startswith("cold"))
+    warm = next(seconds for name, seconds in rows if name == "warm")
+    print(f"\ncold {cold:.1f} s (goal <= 15 s), warm {warm:.2f} s (goal <= 2 s)")
+
+
+if __name__ == "__main__":
+    main()
