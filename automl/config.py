@@ -16,9 +16,11 @@ from hydra.core.config_store import ConfigStore
 from omegaconf import DictConfig, OmegaConf
 
 from automl.settings import (
+    AugmentSettings,
     AutomlSettings,
     BenchRunSettings,
     FinetuneSettings,
+    Hparams,
     ProbeSettings,
     RankSettings,
     RunSettings,
@@ -56,10 +58,40 @@ def resolve(cfg: DictConfig) -> RunSettings:
     """Typed, validated settings from a composed config (:class:`AutomlSettings` or
     :class:`BenchRunSettings`), with ``storage`` a normalised URL, ``device`` chosen, ``cache_dir``
     absolute. Raises :class:`automl.settings.SettingsError` naming a setting outside its range."""
-    settings = OmegaConf.to_object(cfg)
+    try:
+        settings = OmegaConf.to_object(cfg)
+    except SettingsError as exc:
+        raise SettingsError(_locate(cfg, str(exc))) from None
     _reject_unknown(cfg, settings, "")
     return dataclasses.replace(settings, storage=storage_url(settings.storage), device=select_device(settings.device),
                                cache_dir=str(absolute_path(settings.cache_dir)))
+
+
+_SHARED = {"hparams": Hparams, "augment": AugmentSettings}  # settings types used in more than one place
+
+
+def _locate(cfg: DictConfig, message: str) -> str:
+    """``message`` with a shared type's prefix (``hparams.lr=...``) replaced by where in ``cfg`` the bad
+    value is (``bench.oracle.hparams.lr=...``)."""
+    prefix = message.split(".", 1)[0]
+    kind = _SHARED.get(prefix)
+    if kind is None:
+        return message
+
+    def walk(node: DictConfig, path: str):
+        for key in node:
+            child = node._get_node(key)
+            if isinstance(child, DictConfig):
+                yield from walk(child, f"{path}{key}.")
+                if OmegaConf.get_type(child) is kind:
+                    yield child, f"{path}{key}"
+
+    for node, path in walk(cfg, ""):
+        try:
+            OmegaConf.to_object(node)
+        except SettingsError:
+            return f"{path}{message[len(prefix):]}"
+    return message
 
 
 def _reject_unknown(node: DictConfig, settings: object, where: str) -> None:

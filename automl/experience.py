@@ -14,7 +14,7 @@ from automl.tasks import Task
 def transfer_record(task: Task, entry: BankEntry, *, model_meta: Mapping, scores: Mapping[str, float],
                     scores_z: Mapping[str, float], run_id: str, kind: str, trial: int | None, hparams: Mapping,
                     val_accuracy: float | None, test_accuracy: float | None, epochs: int | None,
-                    seconds: float | None) -> TransferRecord:
+                    seconds: float | None, fidelity: Mapping | None = None) -> TransferRecord:
     """A history record of one measured transfer of ``entry`` to ``task``, carrying the scores (raw, and
     z-scored across the bank on this task) that predicted it."""
     return TransferRecord(
@@ -22,6 +22,7 @@ def transfer_record(task: Task, entry: BankEntry, *, model_meta: Mapping, scores
         task_meta=task.meta(), model_name=entry.name, arch=entry.arch, weights_digest=weights_digest(entry),
         model_meta=dict(model_meta), scores=dict(scores), scores_z=dict(scores_z), hparams=dict(hparams),
         val_accuracy=val_accuracy, test_accuracy=test_accuracy, epochs=epochs, seconds=seconds,
+        fidelity=dict(fidelity or {}),
     )
 
 
@@ -41,6 +42,8 @@ class TrialRecorder:
             run_id=result.study, kind="finetune", trial=result.number,
             hparams=result.hparams, val_accuracy=result.val_accuracy, test_accuracy=result.test_accuracy,
             epochs=result.epochs, seconds=result.seconds,
+            fidelity={"state": result.state, "planned_epochs": result.hparams.get("epochs"),
+                      "val_curve": result.val_curve},
         ))
 
 

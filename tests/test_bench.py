@@ -17,7 +17,7 @@ from conftest import write_image_folder, write_random_bank
 from automl import bench
 from automl.config import compose, resolve
 from automl.history import History
-from automl.settings import FinetuneSettings, Hparams, SettingsError
+from automl.settings import FinetuneSettings, Hparams, OracleSettings, SettingsError
 from automl.transferability import score
 
 pytestmark = [pytest.mark.filterwarnings("ignore:.*isinstance.treespec, LeafSpec:FutureWarning"),  # Lightning's
@@ -79,16 +79,15 @@ def test_summary_averages_targets_per_seed_then_seeds():
 
 
 def test_recipe_id_changes_with_the_recipe_only():
-    finetune = FinetuneSettings(default_hparams=Hparams(lr=1e-3, batch_size=8, epochs=2))
-    base = bench.recipe_id(bench.oracle_recipe(finetune, {}, 0))
-    assert base == bench.recipe_id(bench.oracle_recipe(FinetuneSettings(default_hparams=Hparams(batch_size=8, epochs=2)),
-                                                       {"lr": 1e-3}, 0))
-    assert base != bench.recipe_id(bench.oracle_recipe(finetune, {"lr": 2e-3}, 0))
-    assert base != bench.recipe_id(bench.oracle_recipe(FinetuneSettings(default_hparams=finetune.default_hparams,
-                                                                        limit_train_batches=2), {}, 0))
-    assert base != bench.recipe_id(bench.oracle_recipe(finetune, {}, 1))
-    with pytest.raises(SettingsError, match=r"bench\.oracle\.hparams: lr"):
-        bench.oracle_recipe(finetune, {"lr": -1}, 0)
+    oracle = OracleSettings(hparams=Hparams(lr=1e-3, batch_size=8, epochs=2))
+    base = bench.recipe_id(bench.oracle_recipe(oracle, FinetuneSettings(), 0))
+    assert base == bench.recipe_id(bench.oracle_recipe(oracle, FinetuneSettings(top_k=5, n_trials=50), 0))
+    assert base != bench.recipe_id(bench.oracle_recipe(OracleSettings(hparams=Hparams(lr=2e-3, batch_size=8, epochs=2)),
+                                                       FinetuneSettings(), 0))
+    assert base != bench.recipe_id(bench.oracle_recipe(oracle, FinetuneSettings(limit_train_batches=2), 0))
+    assert base != bench.recipe_id(bench.oracle_recipe(oracle, FinetuneSettings(), 1))
+    with pytest.raises(SettingsError, match=r"bench\.oracle\.hparams\.lr=-1"):
+        resolve(compose(["bench.oracle.hparams.lr=-1"], config_name="bench"))
 
 
 # ------------------------------------------------------------------------------------- bank x targets
@@ -105,8 +104,8 @@ def tiny_cfg(tiny: dict[str, Path], work: Path, targets: list[str]):
     cfg = compose([
         f"cache_dir={work}/cache", f"storage=sqlite:///{work}/history.db", f"bank.dir={tiny['root']}",
         "bank.name=tiny", "bank.build=null", "device=cpu", "probe.budget=12", "bench.probe_seeds=[0,1]",
-        "finetune.default_hparams.epochs=1", "finetune.default_hparams.batch_size=16",
-        "finetune.default_hparams.warmup_epochs=0", "finetune.limit_train_batches=1", "finetune.num_workers=0",
+        "bench.data=bank", "bench.oracle.hparams.epochs=1", "bench.oracle.hparams.batch_size=16",
+        "bench.oracle.hparams.warmup_epochs=0", "finetune.limit_train_batches=1", "finetune.num_workers=0",
         "finetune.torch_threads=1",
     ], config_name="bench")
     cfg.bench.targets = [{"root": str(tiny["root"] / t)} for t in targets]
@@ -187,7 +186,7 @@ def write_paper_files(root: Path, payload: object = None) -> tuple[Path, Path]:
 
 
 def paper_cfg(oracle_csv: Path, probes: Path, *extra: str):
-    return resolve(compose([f"bench.paper.oracle_csv={oracle_csv}", f"bench.paper.probes_dir={probes}",
+    return resolve(compose(["bench.data=paper", f"bench.paper.oracle_csv={oracle_csv}", f"bench.paper.probes_dir={probes}",
                             "bench.probe_seeds=[0,1]", *extra], config_name="bench"))
 
 
@@ -222,7 +221,7 @@ def test_pickles_are_refused_without_trust_pickle(tmp_path):
 
     # the same from the command line: a clear message and exit status 2, still nothing unpickled
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
-    done = subprocess.run([sys.executable, "-m", "automl.bench", f"bench.paper.oracle_csv={oracle_csv}",
+    done = subprocess.run([sys.executable, "-m", "automl.bench", "bench.data=paper", f"bench.paper.oracle_csv={oracle_csv}",
                            f"bench.paper.probes_dir={probes}", "bench.probe_seeds=[0,1]",
                            f"hydra.run.dir={tmp_path}/cli"],
                           cwd=REPO, env=env, capture_output=True, text=True, timeout=120)

@@ -118,7 +118,7 @@ def test_csv_round_trip_and_duplicates_skipped(tmp_path, url):
     (lambda lines: [*lines[:2], lines[2].replace(",finetune,", ",guess,")], r"line 3, column 'kind'"),
     (lambda lines: [*lines[:2], lines[2].replace("91.5", "high")], r"line 3, column 'val_accuracy': cannot parse"),
     (lambda lines: [lines[0], lines[1].replace('""linear"": 87.5,', '""linear"": 87.5,,')], r"line 2, column 'scores'"),
-    (lambda lines: [lines[0], lines[1] + ",extra"], r"line 2: 20 fields, the header has 19"),
+    (lambda lines: [lines[0], lines[1] + ",extra"], r"line 2: 21 fields, the header has 20"),
     (lambda lines: [lines[0].replace("seconds", "second"), lines[1]], r"line 1: not a history CSV"),
 ])
 def test_malformed_csv_names_file_line_and_column(tmp_path, url, edit, message):
@@ -155,6 +155,24 @@ def test_newer_schema_is_refused(url):
     with pytest.raises(HistoryError, match=f"written by automl schema v{SCHEMA_VERSION + 1}, "
                                            f"this is v{SCHEMA_VERSION}; upgrade automl"):
         History(url)
+
+
+def test_a_version_1_history_is_migrated_and_its_records_have_unknown_fidelity(url):
+    with History(url) as history:
+        history.add(make_record())
+    engine = sa.create_engine(url)
+    with engine.begin() as conn:  # the table as schema v1 had it
+        conn.execute(sa.text("ALTER TABLE automl_transfers DROP COLUMN fidelity"))
+    engine.dispose()
+    _set_version(url, 1)
+    with History(url) as history:
+        (old,) = history.records()
+        assert old.fidelity == {} and old.complete == (old.test_accuracy is not None)
+        history.add(make_record(trial=4, fidelity={"state": "PRUNED", "planned_epochs": 6, "val_curve": [40.0]}))
+        new = history.records()[1]
+    assert new.fidelity["state"] == "PRUNED" and not new.complete
+    with pytest.raises(RecordError, match="state 'HALF'"):
+        make_record(fidelity={"state": "HALF"})
 
 
 def test_unknown_older_schema_and_foreign_table_are_refused(tmp_path, url):

@@ -170,6 +170,13 @@ def _model_seed(name: str, seed: int) -> int:
     return zlib.crc32(f"{name}:{seed}".encode())  # stable across runs and independent of build order
 
 
+def pretraining_result(path: Path) -> dict[str, Any]:
+    """What the build measured of the checkpoint at ``path``: held-out source ``accuracy`` (%),
+    ``num_images``, ``num_classes``, ``mean``, ``std`` (its safetensors metadata)."""
+    with safetensors.safe_open(str(path), framework="pt") as file:
+        return json.loads((file.metadata() or {})[_METADATA_KEY])["result"]
+
+
 def _finished(path: Path, recipe: str) -> dict[str, Any] | None:
     """The stored result if ``path`` is a complete checkpoint built with ``recipe``, else None."""
     if not path.is_file():

@@ -4,7 +4,7 @@ files) and, per method, :class:`MethodScores` for each ``Key`` (target, probe se
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from automl.errors import AutomlError
@@ -43,6 +43,7 @@ class BenchData:
     seconds: dict[Key, dict[str, dict[str, float]]]
     model_meta: dict[str, dict[str, Any]]
     task_meta: dict[str, dict[str, Any]]
+    fingerprints: dict[str, str] = field(default_factory=dict)  # target -> task fingerprint (measured data)
 
 
 @dataclass

@@ -66,7 +66,8 @@ def bank_data(settings: BenchRunSettings) -> tuple[BenchData, OracleStats]:
                                               first_scores={t.name: scores[(t.name, seeds[0])] for t in tasks},
                                               model_meta=model_meta)
     return BenchData(targets=[t.name for t in tasks], seeds=seeds, oracle=oracle, scores=scores, seconds=seconds,
-                     model_meta=model_meta, task_meta={t.name: t.meta() for t in tasks}), oracle_stats
+                     model_meta=model_meta, task_meta={t.name: t.meta() for t in tasks},
+                     fingerprints={t.name: t.fingerprint for t in tasks}), oracle_stats
 
 
 def _probe_scores(tasks, bank, seeds, settings: BenchRunSettings, cache_dir: Path

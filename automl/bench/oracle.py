@@ -22,7 +22,7 @@ from automl.experience import transfer_record
 from automl.finetune.fit import fit_once, quiet_libraries, torch_threads
 from automl.predictor import zscore_bank
 from automl.progress import progress_bar
-from automl.settings import BenchRunSettings, FinetuneSettings, Hparams
+from automl.settings import BenchRunSettings, FinetuneSettings, OracleSettings
 
 log = logging.getLogger(__name__)
 
@@ -40,12 +40,10 @@ class OracleStats:
     wall_seconds: float = 0.0  # wall time of the whole oracle stage
 
 
-def oracle_recipe(finetune: FinetuneSettings, overrides: Mapping[str, Any], seed: int) -> dict[str, Any]:
-    """The oracle's fixed recipe: validated hyperparameters (``finetune.default_hparams`` updated by
-    ``overrides``), training augmentation, batch cap and seed — everything that gives an oracle accuracy
-    its meaning."""
-    hparams = Hparams.from_mapping({**finetune.default_hparams.as_dict(), **overrides}, where="bench.oracle.hparams")
-    return {"hparams": hparams.as_dict(), "augment": dataclasses.asdict(finetune.augment),
+def oracle_recipe(oracle: OracleSettings, finetune: FinetuneSettings, seed: int) -> dict[str, Any]:
+    """The oracle's fixed recipe: hyperparameters, training augmentation, batch cap and seed — everything
+    that gives an oracle accuracy its meaning."""
+    return {"hparams": oracle.hparams.as_dict(), "augment": dataclasses.asdict(oracle.augment),
             "limit_train_batches": finetune.limit_train_batches, "seed": int(seed)}
 
 
@@ -76,9 +74,9 @@ def measure_oracle(settings: BenchRunSettings, tasks, entries, history, *,
     that fails is logged and left out. ``first_scores[task][model]`` are the scores recorded with it.
     """
     start = time.perf_counter()
-    finetune = settings.finetune
-    recipe = oracle_recipe(finetune, settings.bench.oracle.hparams, settings.seed)
-    hparams = Hparams(**recipe["hparams"])
+    finetune = dataclasses.replace(settings.finetune, augment=settings.bench.oracle.augment)
+    recipe = oracle_recipe(settings.bench.oracle, settings.finetune, settings.seed)
+    hparams = settings.bench.oracle.hparams
     outcome = OracleStats(run_id=recipe_id(recipe), recipe=recipe)
     stored = {(r.model_name, r.task_fingerprint): r for r in history.records(kind="oracle")
               if r.run_id == outcome.run_id}
@@ -115,7 +113,9 @@ def measure_oracle(settings: BenchRunSettings, tasks, entries, history, *,
                     task, entry, model_meta=model_meta[entry.name], scores=first_scores[task.name][entry.name],
                     scores_z=z[entry.name], run_id=outcome.run_id, kind="oracle", trial=None,
                     hparams=recipe["hparams"], val_accuracy=result.val_accuracy,
-                    test_accuracy=result.test_accuracy, epochs=result.epochs, seconds=result.seconds))
+                    test_accuracy=result.test_accuracy, epochs=result.epochs, seconds=result.seconds,
+                    fidelity={"state": "COMPLETE", "planned_epochs": hparams.epochs, "recipe": outcome.run_id,
+                              "best_epoch": result.best_epoch, "val_curve": result.val_curve}))
                 oracle[task.name][entry.name] = result.test_accuracy
                 outcome.trained += 1
                 outcome.fit_seconds += result.seconds

@@ -10,6 +10,7 @@ from typing import Any
 
 from rich.console import Console
 
+from automl.bench.build import build_meta
 from automl.bench.data import BenchData, checked_names
 from automl.bench.measure import bank_data
 from automl.bench.methods import PLASTICITY, derive_methods
@@ -31,11 +32,15 @@ class BenchResult:
     files: dict[str, Path]
 
 
-def run_bench(settings: BenchRunSettings, run_dir: str | Path, console: Console | None = None) -> BenchResult:
+def run_bench(settings: BenchRunSettings, run_dir: str | Path, console: Console | None = None
+              ) -> BenchResult | None:
     """Run the benchmark ``settings`` describe (``conf/bench.yaml``) and write its outputs to ``run_dir``."""
     console = console or Console()
     run_dir = Path(run_dir)
     run_dir.mkdir(parents=True, exist_ok=True)
+    if settings.bench.mode == "build":
+        console.print(f"meta-benchmark data: {build_meta(settings)}")
+        return None
     bench, rank = settings.bench, settings.rank
     score_names, primary = rank.score_names, rank.primary
     plasticity = checked_names(bench.plasticity, score_names, "bench.plasticity", score_names)
@@ -44,7 +49,7 @@ def run_bench(settings: BenchRunSettings, run_dir: str | Path, console: Console 
 
     start = time.perf_counter()
     oracle_stats = None
-    if paper.oracle_csv or paper.probes_dir:
+    if bench.data == "paper":
         data = paper_data(bench, score_names, rank.options)
         source = f"paper data: {paper.oracle_csv} x {paper.probes_dir}"
     else:

@@ -42,6 +42,7 @@ class FitResult:
     test_predictions: np.ndarray  # [N] the class each test image was given (task.splits["test"] order)
     best_epoch: int  # 0-based
     epochs: int  # epochs trained (validated)
+    val_curve: list[float]  # validation accuracy (percent) after each epoch
     seconds: float  # wall time: build, fit and test evaluation
     best_state: dict[str, torch.Tensor]  # the best epoch's state dict, on the CPU
     data_config: dict[str, Any]  # the model's input pipeline (input_size, mean, std, ...)
@@ -94,6 +95,7 @@ def fit_once(entry: BankEntry, task: Task, hparams: Hparams, settings: FinetuneS
         test_predictions=predicted,
         best_epoch=module.best_epoch,
         epochs=module.epochs_validated,
+        val_curve=list(module.val_curve),
         seconds=time.monotonic() - start,
         best_state=module.best_state,
         data_config=datamodule.data_config,

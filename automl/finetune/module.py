@@ -140,6 +140,7 @@ class FinetuneModule(pl.LightningModule):
         self.best_epoch = -1
         self.best_state: dict[str, torch.Tensor] | None = None
         self.epochs_validated = 0
+        self.val_curve: list[float] = []  # validation accuracy (percent) after each epoch
         self._correct = self._seen = None
 
     def forward(self, images: torch.Tensor) -> torch.Tensor:
@@ -184,6 +185,7 @@ class FinetuneModule(pl.LightningModule):
         if self.trainer.sanity_checking:
             return
         self.epochs_validated += 1
+        self.val_curve.append(accuracy)
         if accuracy > self.best_val_acc:
             self.best_val_acc, self.best_epoch = accuracy, self.current_epoch
             self.best_state = {key: value.detach().to("cpu", copy=True)

@@ -52,6 +52,7 @@ class _TrialProgress(pl.Callback):
             return
         self.trial.set_user_attr("epochs", module.epochs_validated)
         self.trial.set_user_attr("val_accuracy", module.best_val_acc)
+        self.trial.set_user_attr("val_curve", [round(v, 4) for v in module.val_curve])
         loss = trainer.callback_metrics.get("train_loss")
         log.info("trial %d %s: epoch %d/%d, val %.2f%% (best %.2f%%), train loss %s, %.1f s", self.trial.number,
                  self.model, module.epochs_validated, trainer.max_epochs, trainer.callback_metrics["val_acc"],

@@ -46,6 +46,7 @@ class TrialResult:
     val_accuracy: float | None
     test_accuracy: float | None  # COMPLETE trials only, with the best-epoch weights
     epochs: int  # epochs trained (validated)
+    val_curve: list[float]  # validation accuracy after each epoch trained
     seconds: float  # wall time of the trial
     fail_reason: str | None  # FAIL: "<exception type>: <message>", or why it did not run to the end
     weights: Path | None  # best-epoch weights (COMPLETE trials)
@@ -67,6 +68,7 @@ class TrialResult:
             val_accuracy=attrs.get("val_accuracy"),
             test_accuracy=attrs.get("test_accuracy"),
             epochs=int(attrs.get("epochs", 0)),
+            val_curve=list(attrs.get("val_curve", [])),
             seconds=float(attrs.get("seconds", 0.0)),
             fail_reason=reason,
             weights=Path(attrs[WEIGHTS]) if attrs.get(WEIGHTS) else None,

@@ -21,6 +21,8 @@ from automl.history.records import (
     load_field,
 )
 
+OPTIONAL_COLUMNS = ("id", "fidelity")  # files written before fidelity was recorded lack it
+
 
 def _csv_row(record: TransferRecord) -> dict[str, str]:
     row = {}
@@ -61,7 +63,7 @@ def read_csv(path: str | Path) -> list[TransferRecord]:
         with path.open(newline="", encoding="utf-8") as handle:
             reader = csv.DictReader(handle)
             header = reader.fieldnames or []
-            missing = [name for name in FIELDS if name not in header and name != "id"]
+            missing = [name for name in FIELDS if name not in header and name not in OPTIONAL_COLUMNS]
             unknown = [name for name in header if name not in FIELDS]
             if missing or unknown:
                 raise HistoryError(f"{path}, line 1: not a history CSV: missing column(s) {missing}, "

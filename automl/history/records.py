@@ -15,7 +15,8 @@ from automl.errors import AutomlError
 
 KINDS = ("finetune", "oracle", "import")  # import: transfers measured outside automl (papers, other tools)
 MAX_NAME = 255
-DICT_FIELDS = ("task_meta", "model_meta", "scores", "scores_z", "hparams")
+DICT_FIELDS = ("task_meta", "model_meta", "scores", "scores_z", "hparams", "fidelity")
+STATES = ("COMPLETE", "PRUNED")  # fidelity["state"]: the fit ran its planned epochs, or was stopped early
 
 
 class HistoryError(AutomlError):
@@ -60,6 +61,7 @@ class TransferRecord:
     test_accuracy: float | None = None
     epochs: int | None = None
     seconds: float | None = None
+    fidelity: dict[str, Any] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         for name in ("run_id", "task_name", "task_fingerprint", "model_name"):
@@ -76,7 +78,7 @@ class TransferRecord:
         if self.created_at.tzinfo is None:
             self.created_at = self.created_at.replace(tzinfo=timezone.utc)
         self.created_at = self.created_at.astimezone(timezone.utc)
-        for name in ("task_meta", "model_meta", "hparams"):
+        for name in ("task_meta", "model_meta", "hparams", "fidelity"):
             setattr(self, name, _json_dict(name, getattr(self, name)))
         for name in ("scores", "scores_z"):
             setattr(self, name, _score_dict(name, getattr(self, name)))
@@ -85,9 +87,19 @@ class TransferRecord:
             if value is not None and not 0.0 <= value <= 100.0:
                 raise RecordError(name, f"{value} is not a percentage in [0, 100]")
             setattr(self, name, value)
+        state = self.fidelity.get("state")
+        if state is not None and state not in STATES:
+            raise RecordError("fidelity", f"state {state!r} is not one of {', '.join(STATES)}")
         self.seconds = _optional_float("seconds", self.seconds)
         if self.seconds is not None and self.seconds < 0:
             raise RecordError("seconds", f"{self.seconds} is negative")
+
+    @property
+    def complete(self) -> bool:
+        """Whether the fit ran to its planned end: fidelity says COMPLETE, or, for records from before
+        fidelity was recorded, it has a test accuracy (only complete trials were tested)."""
+        state = self.fidelity.get("state")
+        return state == "COMPLETE" if state is not None else self.test_accuracy is not None
 
     @property
     def measured_accuracy(self) -> float | None:

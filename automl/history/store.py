@@ -42,7 +42,7 @@ from automl.history.records import (
 
 log = logging.getLogger(__name__)
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
 _VERSION_KEY = "history_schema_version"
 _NO_TRIAL = -1  # stored for trial=None: SQL unique keys treat NULLs as distinct, so None would never dedupe
 _PG_LOCK_KEY = 0x6175746F6D6C  # "automl": serialises schema creation/migration on PostgreSQL
@@ -74,12 +74,15 @@ _table = sa.Table(
     sa.Column("test_accuracy", sa.Double),
     sa.Column("epochs", sa.Integer),
     sa.Column("seconds", sa.Double),
+    sa.Column("fidelity", sa.Text, nullable=False, server_default="{}"),
     sa.UniqueConstraint("run_id", "kind", "trial", "model_name", "task_fingerprint", name="uq_automl_transfers_key"),
 )
 _KEY_COLUMNS = ("run_id", "kind", "trial", "model_name", "task_fingerprint")
 
 # Schema migrations: _MIGRATIONS[v] upgrades a version-v database to v + 1 inside the setup transaction.
-_MIGRATIONS: dict[int, Callable[[Connection], None]] = {}
+_MIGRATIONS: dict[int, Callable[[Connection], None]] = {
+    1: lambda conn: conn.execute(sa.text("ALTER TABLE automl_transfers ADD COLUMN fidelity TEXT NOT NULL DEFAULT '{}'")),
+}
 
 
 def _to_row(record: TransferRecord) -> dict[str, Any]:

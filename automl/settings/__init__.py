@@ -18,6 +18,7 @@ from automl.settings.ranking import (
     task_name,
 )
 from automl.settings.runs import (
+    META_TARGETS,
     STAGES,
     AutomlSettings,
     BenchRunSettings,
@@ -28,7 +29,7 @@ from automl.settings.runs import (
 )
 
 __all__ = [
-    "HPARAM_NAMES", "STAGES", "AugmentSettings", "AutomlSettings", "BankSettings", "BenchRunSettings",
+    "HPARAM_NAMES", "META_TARGETS", "STAGES", "AugmentSettings", "AutomlSettings", "BankSettings", "BenchRunSettings",
     "BenchSettings", "FinetuneSettings", "Hparams", "OracleSettings", "PaperSettings", "PriorSettings",
     "ProbeSettings", "RankSettings", "RunSettings", "SettingsError", "TaskSettings", "task_name",
 ]

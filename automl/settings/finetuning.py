@@ -74,13 +74,13 @@ class AugmentSettings:
     re_prob: float = field(default=0.0, metadata=rule(ge=0, le=1))  # random erasing probability
 
     def __post_init__(self) -> None:
-        check_fields(self, "finetune.augment")
+        check_fields(self, "augment")
         for name in ("scale", "ratio"):
             low_high = getattr(self, name)
             if len(low_high) != 2 or not 0 < low_high[0] <= low_high[1]:
-                raise SettingsError(f"finetune.augment.{name}={low_high} must be [low, high] with 0 < low <= high")
+                raise SettingsError(f"augment.{name}={low_high} must be [low, high] with 0 < low <= high")
         if self.scale[1] > 1:
-            raise SettingsError(f"finetune.augment.scale={self.scale}: the area kept is at most 1")
+            raise SettingsError(f"augment.scale={self.scale}: the area kept is at most 1")
 
 
 @dataclass

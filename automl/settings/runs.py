@@ -8,7 +8,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from automl.settings.checks import SettingsError, check_fields, rule
-from automl.settings.finetuning import FinetuneSettings
+from automl.settings.finetuning import AugmentSettings, FinetuneSettings, Hparams
 from automl.settings.ranking import BankSettings, ProbeSettings, RankSettings, TaskSettings
 
 STAGES = ("rank", "finetune", "calibrate", "report")
@@ -51,7 +51,11 @@ class AutomlSettings(RunSettings):
 
 @dataclass
 class OracleSettings:
-    hparams: dict[str, Any] = field(default_factory=dict)  # the recipe = finetune.default_hparams updated by these
+    """The benchmark's fixed fine-tuning recipe (no search): every model trained alike on every target.
+    (How fits run: ``finetune.precision``, ``num_workers``, ``limit_train_batches``, ``torch_threads``.)"""
+
+    hparams: Hparams = field(default_factory=lambda: Hparams(lr=3e-3, epochs=30, label_smoothing=0.0))
+    augment: AugmentSettings = field(default_factory=lambda: AugmentSettings(scale=[0.7, 1.0]))
 
 
 @dataclass
@@ -65,11 +69,18 @@ class PaperSettings:
         "resnet50": 50, "resnet18": 18, "googlenet": 22, "alexnet": 8, "resnet101": 101})
 
 
+META_TARGETS = ("digits", "glyphs", "shapes", "scenes", "materials", "fonts", "fewshot", "characters", "terrain")
+
+
 @dataclass
 class BenchSettings:
     """The benchmark's own block (``bench.*``)."""
 
-    targets: list[Any] = field(default_factory=lambda: ["digits", "glyphs", "shapes"])  # task names or mappings
+    mode: str = field(default="ranking", metadata=rule(choices=("ranking", "build", "end_to_end")))
+    data: str = field(default="meta", metadata=rule(choices=("meta", "bank", "paper")))  # what ranking mode ranks
+    meta_dir: str | None = None  # the meta-benchmark's data (null: the copy shipped in automl/bench/data)
+    banks: list[str] | None = None  # build mode: the meta-benchmark banks to measure (null: all)
+    targets: list[Any] = field(default_factory=lambda: list(META_TARGETS))  # task names or mappings
     probe_seeds: list[int] = field(default_factory=lambda: [0, 1, 2, 3, 4])  # one probe set per seed
     oracle: OracleSettings = field(default_factory=OracleSettings)
     plasticity: list[str] | None = None  # scores ensembled with depth/50 (null: every score, []: none)
@@ -78,6 +89,7 @@ class BenchSettings:
     paper: PaperSettings = field(default_factory=PaperSettings)
 
     def __post_init__(self) -> None:
+        check_fields(self, "bench")
         seeds = self.probe_seeds
         if not seeds or len(set(seeds)) != len(seeds) or min(seeds) < 0:
             raise SettingsError(f"bench.probe_seeds={list(seeds)} must be a non-empty list of distinct integers >= 0")

@@ -1,0 +1,95 @@
+"""The accuracy model: a regression from :mod:`.features` to the logit of the fine-tuned accuracy above
+chance, with split-conformal intervals.
+
+``fit`` learns the regression and, by cross-validation over the tasks it is given (each task left out
+in turn), the distribution of its errors on tasks it has not seen; an interval is the prediction moved
+by the 10th and 90th percentiles of those errors (for ``coverage=0.8``), so its coverage is measured,
+not assumed.
+"""
+
+from __future__ import annotations
+
+import warnings
+from collections.abc import Sequence
+
+import numpy as np
+from sklearn.ensemble import HistGradientBoostingRegressor
+from sklearn.linear_model import Ridge
+from sklearn.model_selection import GroupKFold
+from sklearn.pipeline import Pipeline, make_pipeline
+from sklearn.preprocessing import StandardScaler
+
+from automl.accuracy.features import from_level
+
+KINDS = ("ridge", "boosting")
+
+
+def make_regressor(kind: str) -> Pipeline | HistGradientBoostingRegressor:
+    if kind == "ridge":
+        return make_pipeline(StandardScaler(), Ridge(alpha=10.0))
+    if kind == "boosting":
+        return HistGradientBoostingRegressor(max_depth=3, learning_rate=0.05, max_iter=200, min_samples_leaf=20,
+                                             l2_regularization=1.0, random_state=0)
+    raise ValueError(f"accuracy model kind={kind!r} must be one of {KINDS}")
+
+
+class AccuracyModel:
+    """Regression of level = logit((acc - chance) / (100 - chance)) on bank features, with intervals.
+
+    Args:
+        kind: ``ridge`` or ``boosting`` (scikit-learn's HistGradientBoostingRegressor).
+        coverage: the central share of held-out errors the interval holds, in (0, 1).
+    """
+
+    def __init__(self, kind: str = "ridge", coverage: float = 0.8):
+        if not 0 < coverage < 1:
+            raise ValueError(f"coverage={coverage} must be in (0, 1)")
+        self.kind, self.coverage = kind, coverage
+        self.regressor = make_regressor(kind)
+        self.error_low_ = self.error_high_ = 0.0
+
+    def fit(self, features: np.ndarray, level: np.ndarray, groups: Sequence, weights: np.ndarray | None = None
+            ) -> AccuracyModel:
+        """Fit on ``features`` [N, F] and targets ``level`` [N]; ``groups`` [N] name each row's task (the
+        held-out unit of the error estimate); ``weights`` [N] (default 1)."""
+        features, level = np.asarray(features, float), np.asarray(level, float)
+        groups = np.asarray(groups)
+        weights = np.ones(len(level)) if weights is None else np.asarray(weights, float)
+        errors = self._held_out_errors(features, level, groups, weights)
+        tail = (1 - self.coverage) / 2
+        self.error_low_, self.error_high_ = (float(v) for v in _weighted_quantiles(errors, weights, [tail, 1 - tail]))
+        _fit(self.regressor, features, level, weights)
+        return self
+
+    def _held_out_errors(self, features, level, groups, weights) -> np.ndarray:
+        splits = min(len(np.unique(groups)), 10)
+        if splits < 2:
+            return np.zeros(len(level))
+        errors = np.empty(len(level))
+        for train, test in GroupKFold(n_splits=splits).split(features, level, groups):
+            regressor = make_regressor(self.kind)
+            _fit(regressor, features[train], level[train], weights[train])
+            errors[test] = level[test] - regressor.predict(features[test])
+        return errors
+
+    def predict(self, features: np.ndarray, chance: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """Predicted accuracy (percent) and its interval for ``features`` [N, F]; ``chance`` [N] percent."""
+        level = self.regressor.predict(np.asarray(features, float))
+        return (from_level(level, chance), from_level(level + self.error_low_, chance),
+                from_level(level + self.error_high_, chance))
+
+
+def _fit(regressor, features: np.ndarray, level: np.ndarray, weights: np.ndarray) -> None:
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", UserWarning)
+        if isinstance(regressor, Pipeline):
+            regressor.fit(features, level, ridge__sample_weight=weights)
+        else:
+            regressor.fit(features, level, sample_weight=weights)
+
+
+def _weighted_quantiles(values: np.ndarray, weights: np.ndarray, quantiles: Sequence[float]) -> np.ndarray:
+    order = np.argsort(values)
+    cumulative = np.cumsum(weights[order])
+    cumulative = (cumulative - 0.5 * weights[order]) / cumulative[-1]
+    return np.interp(quantiles, cumulative, values[order])

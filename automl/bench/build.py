@@ -1,0 +1,138 @@
+"""``python -m automl.bench bench.mode=build``: measure the meta-benchmark and write it as versioned data.
+
+For every bank of :data:`automl.bench.banks.BANKS` (built first, under ``cache_dir/metabench/banks``):
+every model's probe scores on every target and probe seed, and its oracle accuracy on every target
+(the fixed recipe ``bench.oracle``), exactly as ``bench.data=bank`` measures one bank. Oracle fits are
+kept in ``cache_dir/metabench/history.db`` as they finish and probe features in the feature cache, so an
+interrupted build resumes where it stopped, and a finished one rewrites the data in minutes.
+
+The data (``bench.meta_dir``, by default the copy the package ships, ``automl/bench/data/meta``):
+
+* ``models.csv`` — bank, model, architecture, source, how it was pretrained and its held-out source
+  accuracy, parameters, depth and forward MFLOPs per image;
+* ``targets.csv`` — each target's classes, split sizes, image side and fingerprint;
+* ``oracle.csv`` — each (bank model, target): test and validation accuracy of the fixed recipe, its
+  validation curve, epochs and seconds;
+* ``scores.csv`` — each (bank model, target, probe seed): every transferability score and its time (ms).
+"""
+
+from __future__ import annotations
+
+import csv
+import dataclasses
+import json
+import logging
+import math
+import time
+from collections.abc import Iterable, Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+import timm
+import torch
+from torch.utils.flop_counter import FlopCounterMode
+
+from automl.bank import load_bank
+from automl.bank.pretrain import ARCHS, IMAGE_SIZE, Pretraining, build_bank, pretraining_result
+from automl.bench.banks import BANKS
+from automl.bench.data import BenchError, checked_names
+from automl.bench.measure import bank_data
+from automl.bench.oracle import oracle_recipe, recipe_id
+from automl.fileio import atomic_path, atomic_write_text
+from automl.history import History
+from automl.settings import BankSettings, BenchRunSettings
+
+log = logging.getLogger(__name__)
+
+DATA_DIR = Path(__file__).resolve().parent / "data" / "meta"
+FILES = ("models.csv", "targets.csv", "oracle.csv", "scores.csv")
+
+
+def meta_root(settings: BenchRunSettings) -> Path:
+    return Path(settings.cache_dir) / "metabench"
+
+
+def build_meta(settings: BenchRunSettings) -> Path:
+    """Measure every bank of ``bench.banks`` (null: all) on ``bench.targets``; write the data files when
+    every bank is measured. Returns the data folder."""
+    names = checked_names(settings.bench.banks, list(BANKS), "bench.banks", list(BANKS))
+    root = meta_root(settings)
+    storage = f"sqlite:///{root / 'history.db'}"
+    rows: dict[str, list[dict[str, Any]]] = {name: [] for name in FILES}
+    start = time.perf_counter()
+    for name in names:
+        folder = root / "banks" / name
+        build_bank(folder, name, BANKS[name], seed=0, command="python -m automl.bench bench.mode=build")
+        bank_settings = dataclasses.replace(settings, bank=BankSettings(name=name, dir=str(folder)), storage=storage)
+        data, stats = bank_data(bank_settings)
+        if stats.failed:
+            raise BenchError(f"bank {name}: {len(stats.failed)} oracle fit(s) failed: {stats.failed}")
+        rows["models.csv"] += _model_rows(name, folder, BANKS[name], data.model_meta)
+        rows["targets.csv"] = [{"target": t, **data.task_meta[t], "fingerprint": fp} for t, fp in data.fingerprints.items()]
+        rows["oracle.csv"] += _oracle_rows(name, storage, stats.run_id, data.fingerprints)
+        rows["scores.csv"] += [{"bank": name, "model": model, "target": target, "seed": seed,
+                                **{score: _number(value) for score, value in scores.items()},
+                                **{f"ms_{score}": round(1e3 * s, 3) for score, s in data.seconds[(target, seed)][model].items()}}
+                               for (target, seed), by_model in data.scores.items() for model, scores in by_model.items()]
+        log.info("meta-benchmark: bank %s measured (%.0f s so far)", name, time.perf_counter() - start)
+    if names != list(BANKS):
+        log.info("meta-benchmark: banks %s measured; build all of them to write the data", names)
+        return root
+    out = Path(settings.bench.meta_dir) if settings.bench.meta_dir else DATA_DIR
+    for file in FILES:
+        _write_csv(out / file, rows[file])
+    recipe = oracle_recipe(settings.bench.oracle, settings.finetune, settings.seed)
+    atomic_write_text(out / "recipe.json", json.dumps({"id": recipe_id(recipe), **recipe,
+                                                       "probe": dataclasses.asdict(settings.probe),
+                                                       "probe_seeds": settings.bench.probe_seeds}, indent=2) + "\n")
+    log.info("meta-benchmark: data written to %s in %.0f s", out, time.perf_counter() - start)
+    return out
+
+
+def _model_rows(bank: str, folder: Path, plan: Sequence[Pretraining], meta: Mapping[str, Mapping]) -> list[dict]:
+    entries = {entry.name: entry for entry in load_bank(BankSettings(dir=str(folder)), folder)}
+    rows = []
+    for spec in plan:
+        entry = entries[spec.name]
+        result = pretraining_result(folder / f"{spec.name}.safetensors")
+        rows.append({"bank": bank, "model": spec.name, "arch": entry.arch, "source": entry.source_name,
+                     "epochs": spec.epochs, "label_noise": spec.label_noise, "data_fraction": spec.data_fraction,
+                     "headless": spec.headless, "source_accuracy": round(result["accuracy"], 2),
+                     "source_num_images": entry.source.num_images, "source_num_classes": entry.source.num_classes,
+                     "num_classes": entry.num_classes, **{k: meta[spec.name][k] for k in ("num_params", "depth")},
+                     "mflops": round(forward_mflops(spec.arch), 3), "sha256": entry.sha256})
+    return rows
+
+
+def forward_mflops(arch_key: str) -> float:
+    """Forward MFLOPs of one image through the architecture (its classifier excluded), at the bank's input."""
+    arch = ARCHS[arch_key]
+    model = timm.create_model(arch.arch, num_classes=0, **arch.kwargs).eval()
+    with FlopCounterMode(display=False) as counter, torch.no_grad():
+        model(torch.zeros(1, 3, IMAGE_SIZE, IMAGE_SIZE))
+    return counter.get_total_flops() / 1e6
+
+
+def _oracle_rows(bank: str, storage: str, run_id: str, fingerprints: Mapping[str, str]) -> list[dict]:
+    targets = {fp: name for name, fp in fingerprints.items()}
+    with History(storage) as history:
+        records = [r for r in history.records(kind="oracle") if r.run_id == run_id and r.task_fingerprint in targets]
+    bank_models = {spec.name for spec in BANKS[bank]}
+    return [{"bank": bank, "model": r.model_name, "target": targets[r.task_fingerprint],
+             "test_accuracy": round(r.test_accuracy, 4), "val_accuracy": round(r.val_accuracy, 4),
+             "best_epoch": r.fidelity.get("best_epoch"), "epochs": r.epochs, "seconds": round(r.seconds, 2),
+             "val_curve": json.dumps([round(v, 2) for v in r.fidelity.get("val_curve", [])])}
+            for r in records if r.model_name in bank_models]
+
+
+def _number(value: float) -> float | str:
+    return "" if not math.isfinite(value) else round(float(value), 6)
+
+
+def _write_csv(path: Path, rows: Iterable[Mapping[str, Any]]) -> None:
+    rows = list(rows)
+    columns = list(dict.fromkeys(key for row in rows for key in row))
+    with atomic_path(path) as tmp, tmp.open("w", newline="") as handle:
+        writer = csv.DictWriter(handle, fieldnames=columns)
+        writer.writeheader()
+        writer.writerows(rows)
