@@ -28,7 +28,7 @@ from automl.settings import (
     task_name,
 )
 from automl.settings.runs import RUN_SEED
-from automl.settings.tools import DemoBankSettings, HistorySettings, PredictSettings
+from automl.settings.tools import DemoBankSettings, ExportSettings, HistorySettings, PredictSettings
 
 CONF_DIR = Path(__file__).resolve().parent.parent / "conf"
 SQLITE_TIMEOUT_S = 120.0  # how long a writer waits for SQLite's write lock (Optuna and the history alike)
@@ -39,7 +39,7 @@ _store = ConfigStore.instance()
 _store.store(name="automl_schema", node=AutomlSettings)
 _store.store(name="bench_schema", node=BenchRunSettings)
 for _name, _node in (("predict_schema", PredictSettings), ("history_schema", HistorySettings),
-                     ("demo_bank_schema", DemoBankSettings)):
+                     ("demo_bank_schema", DemoBankSettings), ("export_schema", ExportSettings)):
     _store.store(name=_name, node=_node)
 for _group, _node in (("probe", ProbeSettings(seed=RUN_SEED)), ("rank", RankSettings),
                       ("finetune", FinetuneSettings)):

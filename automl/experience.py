@@ -11,15 +11,16 @@ from automl.rank import RankedModel
 from automl.tasks import Task
 
 
-def transfer_record(task: Task, entry: BankEntry, *, model_meta: Mapping, scores: Mapping[str, float],
-                    scores_z: Mapping[str, float], run_id: str, kind: str, trial: int | None, hparams: Mapping,
+def transfer_record(task: Task, entry: BankEntry, *, model_meta: Mapping, task_meta: Mapping,
+                    scores: Mapping[str, float], scores_z: Mapping[str, float], run_id: str, kind: str,
+                    trial: int | None, hparams: Mapping,
                     val_accuracy: float | None, test_accuracy: float | None, epochs: int | None,
                     seconds: float | None, fidelity: Mapping | None = None) -> TransferRecord:
-    """A history record of one measured transfer of ``entry`` to ``task``, carrying the scores (raw, and
-    z-scored across the bank on this task) that predicted it."""
+    """A history record of one measured transfer of ``entry`` to ``task``, carrying what predicted it: the
+    scores (raw, and z-scored across the bank on this task) and meta-features of the ranked candidate."""
     return TransferRecord(
         run_id=run_id, kind=kind, trial=trial, task_name=task.name, task_fingerprint=task.fingerprint,
-        task_meta=task.meta(), model_name=entry.name, arch=entry.arch, weights_digest=weights_digest(entry),
+        task_meta=dict(task_meta), model_name=entry.name, arch=entry.arch, weights_digest=weights_digest(entry),
         model_meta=dict(model_meta), scores=dict(scores), scores_z=dict(scores_z), hparams=dict(hparams),
         val_accuracy=val_accuracy, test_accuracy=test_accuracy, epochs=epochs, seconds=seconds,
         fidelity=dict(fidelity or {}),
@@ -38,7 +39,8 @@ class TrialRecorder:
             return
         model = self.ranked[result.model]
         self.history.add(transfer_record(
-            self.task, model.entry, model_meta=model.model_meta, scores=model.scores, scores_z=model.scores_z,
+            self.task, model.entry, model_meta=model.model_meta, task_meta=model.task_meta, scores=model.scores,
+            scores_z=model.scores_z,
             run_id=result.study, kind="finetune", trial=result.number,
             hparams=result.hparams, val_accuracy=result.val_accuracy, test_accuracy=result.test_accuracy,
             epochs=result.epochs, seconds=result.seconds,

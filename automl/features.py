@@ -27,7 +27,8 @@ import torch
 from PIL import Image
 from torch import nn
 
-from automl.bank import Bank, BankEntry, BankError, create_model, resolve_data_config, weights_digest
+from automl.bank import Bank, BankEntry, BankError, create_model, resolve_data_config
+from automl.bank.weights import verified_digest
 from automl.errors import AutomlError
 from automl.fileio import atomic_path
 from automl.images import load_image
@@ -153,7 +154,7 @@ def feature_key(entry: BankEntry, task_fingerprint: str, probe_indices: np.ndarr
     payload = {
         "version": CACHE_VERSION,
         "timm": timm.__version__,  # default data configs and architectures may change between versions
-        "weights": weights_digest(entry),
+        "weights": verified_digest(entry),
         "arch": entry.arch,
         "kwargs": entry.kwargs,
         "num_classes": entry.num_classes,
@@ -214,7 +215,7 @@ def extract_bank(
                         entry.name, how, time.perf_counter() - tick, *features.features.shape)
                 results[entry.name] = features
             except (BankError, FeatureError) as exc:
-                log.error("features: %s failed: %s", entry.name, exc)
+                log.debug("features: %s failed: %s", entry.name, exc)  # the caller reports it
                 results[entry.name] = exc
             progress.advance(bar)
     return results

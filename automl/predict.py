@@ -27,7 +27,7 @@ from automl.cli import run_command
 from automl.config import CONF_DIR, select_device
 from automl.errors import AutomlError
 from automl.fileio import atomic_path
-from automl.finetune.export import EVAL_BATCH_SIZE, load_exported, predict_proba
+from automl.finetune.model_dir import EVAL_BATCH_SIZE, load_exported, predict_proba
 from automl.images import MAX_PIXELS, BadImageError, is_image_file, load_image
 from automl.pixels import pixel_batches
 from automl.settings.tools import PredictSettings

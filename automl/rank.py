@@ -15,13 +15,12 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
-import numpy as np
 from rich.table import Table
 
-from automl.bank import Bank, BankEntry, model_meta_of
+from automl.bank import Bank, BankEntry, BankError, model_meta_of
 from automl.features import extract_bank
 from automl.fileio import atomic_path
-from automl.predictor import AccuracyPredictor, bank_candidates, predictor_options
+from automl.predictor import AccuracyPredictor, bank_candidates
 from automl.probe import sample_probe
 from automl.settings import ProbeSettings, RankSettings
 from automl.tasks import Task
@@ -38,6 +37,7 @@ class RankedModel:
     scores: dict[str, float]  # raw scores, NaN where a score does not apply (e.g. leep on a headless model)
     scores_z: dict[str, float]  # the same, z-scored across the bank on this task (finite ones only)
     model_meta: dict
+    task_meta: dict  # the task's meta-features and the bank's context (automl.predictor.features.Candidate)
     predicted: float
     low: float
     high: float
@@ -52,7 +52,7 @@ class Ranking:
     task: Task
     models: list[RankedModel]  # best first
     score_names: list[str]
-    calibrated_on: int  # measured transfers the predictor was fitted on (0 = the prior)
+    predictor: str  # what the predictor learnt from (the meta-benchmark, and the history when it helps)
     failed: dict[str, str] = field(default_factory=dict)  # bank entry → why it could not be ranked
     seconds: dict[str, float] = field(default_factory=dict)  # stage part → wall time
 
@@ -61,16 +61,18 @@ class Ranking:
 
 
 def rank_bank(task: Task, bank: Bank, *, probe: ProbeSettings, rank: RankSettings, cache_dir: Path,
-              history_records: Sequence = (), device: str = "cpu") -> Ranking:
+              history_records: Sequence = (), device: str = "cpu", on_error: str = "skip") -> Ranking:
     """Rank every model of ``bank`` on ``task`` by predicted fine-tuned accuracy (best first).
 
     Args:
         task, bank: what to rank.
         probe: the probe set drawn from the task's training split.
-        rank: which scores (and their options), the predictor's primary score and prior, the batch size.
+        rank: which scores (and their options), the predictor, the batch size.
         cache_dir: probe features are cached under it.
-        history_records: measured transfers that calibrate the predictor (none: the prior).
+        history_records: measured transfers that may refine the predictor (:mod:`automl.predictor`).
         device: where features are extracted (already resolved, not ``auto``).
+        on_error: ``skip`` ranks the rest when an entry cannot be loaded or gives NaN features (listed in
+            ``Ranking.failed``); ``error`` stops with every such entry named.
     """
     score_names = rank.score_names
     seconds = {}
@@ -80,12 +82,16 @@ def rank_bank(task: Task, bank: Bank, *, probe: ProbeSettings, rank: RankSetting
     seconds["extract"] = time.perf_counter() - start
 
     failed = {name: str(result) for name, result in extracted.items() if isinstance(result, Exception)}
-    for name, reason in failed.items():
-        log.warning("bank model %s could not be ranked: %s", name, reason)
     usable = {name: result for name, result in extracted.items() if not isinstance(result, Exception)}
-    if not usable:
-        details = "\n  ".join(f"{name}: {reason}" for name, reason in failed.items())
-        raise RuntimeError(f"no model of bank {bank.name!r} could be loaded:\n  {details}")
+    details = "\n  ".join(f"{name}: {reason}" for name, reason in failed.items())
+    if failed and (on_error == "error" or not usable):
+        what = (f"no model of bank {bank.name!r} could be loaded" if not usable else
+                f"{len(failed)} model(s) of bank {bank.name!r} could not be loaded")
+        hint = "" if not usable else " (bank.on_error=skip ranks the others)"
+        raise BankError(f"{what}{hint}:\n  {details}")
+    if failed:
+        log.warning("skipping %d bank model(s) that could not be loaded (bank.on_error=error stops instead):\n  %s",
+                    len(failed), details)
 
     start = time.perf_counter()
     scores = {name: score_many(score_names, f.features, f.labels, f.probs, rank.options)[0]
@@ -94,18 +100,15 @@ def rank_bank(task: Task, bank: Bank, *, probe: ProbeSettings, rank: RankSetting
 
     entries = {entry.name: entry for entry in bank.entries}
     candidates = bank_candidates(scores, {name: model_meta_of(entries[name]) for name in usable}, task.meta())
-    fitted = AccuracyPredictor(**predictor_options(rank)).fit(history_records)
-    prediction = fitted.predict(candidates)
+    predictor = AccuracyPredictor(rank.predictor).fit(history_records)
+    prediction = predictor.predict(candidates)
     models = [
-        RankedModel(entries[c.model_name], c.scores, c.scores_z, c.model_meta,
+        RankedModel(entries[c.model_name], c.scores, c.scores_z, c.model_meta, c.task_meta,
                     float(prediction.mean[i]), float(prediction.low[i]), float(prediction.high[i]))
         for i, c in enumerate(candidates)
     ]
-    primary = rank.primary
-    models.sort(key=lambda m: (-m.predicted, -np.nan_to_num(m.scores[primary], nan=-np.inf), m.name))
-    return Ranking(task, models, list(score_names),
-                   calibrated_on=fitted.n_records_ if fitted.is_calibrated else 0, failed=failed,
-                   seconds=seconds)
+    models.sort(key=lambda m: (-m.predicted, -m.high, m.name))
+    return Ranking(task, models, list(score_names), predictor=predictor.source_, failed=failed, seconds=seconds)
 
 
 def write_ranking_csv(ranking: Ranking, path: Path) -> Path:
@@ -122,12 +125,12 @@ def write_ranking_csv(ranking: Ranking, path: Path) -> Path:
     return path
 
 
-def ranking_table(ranking: Ranking, show: int = 10, primary: str | None = None) -> Table:
-    """A rich table of the top ``show`` models: predicted accuracy with its interval, the primary score
-    and the linear-probe accuracy (every score is in ranking.csv)."""
-    source = f"calibrated on {ranking.calibrated_on} measured transfers" if ranking.calibrated_on else "prior"
-    table = Table(title=f"Ranking on {ranking.task.name}: {len(ranking.models)} models, predictor: {source}")
-    scores = [name for name in dict.fromkeys([primary, "linear"]) if name in ranking.score_names]
+def ranking_table(ranking: Ranking, show: int = 10) -> Table:
+    """A rich table of the top ``show`` models: predicted accuracy with its interval and the probe's
+    linear and kNN accuracies (every score is in ranking.csv)."""
+    table = Table(title=f"Ranking on {ranking.task.name}: {len(ranking.models)} models, predictor learnt from "
+                        f"{ranking.predictor}")
+    scores = [name for name in ("linear", "knn") if name in ranking.score_names]
     for column in ("#", "model", "source", "predicted %", "80% interval", *scores):
         table.add_column(column, justify="right" if column not in ("model", "source") else "left")
     for rank, model in enumerate(ranking.top(show), start=1):

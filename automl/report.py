@@ -5,7 +5,8 @@ Figures (PNG, next to the report):
 * ``ranking.png`` — every bank model's predicted accuracy with its 80% interval, measured accuracy on top
   for the fine-tuned ones, and the chance level (100 / classes), below which nothing is predicted;
 * ``predicted_vs_measured.png`` — the fine-tuned candidates' predicted vs measured test accuracy;
-* ``optimization_history.png`` and ``param_importances.png`` — Optuna's own matplotlib visualizations;
+* ``optimization_history.png`` — every trial's validation accuracy, complete and pruned;
+* ``learning_curves.png`` and ``param_importances.png`` — Optuna's own matplotlib visualizations;
 * ``confusion_matrix.png`` — the exported model on the test split;
 * ``stage_times.png`` — wall time per stage.
 """
@@ -23,6 +24,7 @@ import matplotlib
 matplotlib.use("Agg")  # files only; never needs a display
 
 import matplotlib.pyplot as plt
+import matplotlib.ticker
 import numpy as np
 
 from automl.fileio import atomic_path, atomic_write_text
@@ -65,36 +67,66 @@ def plot_ranking(ranking: Ranking, measured: Mapping[str, float], path: Path) ->
 
 
 def plot_predicted_vs_measured(ranking: Ranking, measured: Mapping[str, float], path: Path) -> Path:
+    return _save(predicted_vs_measured_axes(ranking, measured).figure, path)
+
+
+def predicted_vs_measured_axes(ranking: Ranking, measured: Mapping[str, float]) -> plt.Axes:
+    """The fine-tuned models' predicted accuracy (with its whole interval) against the measured one."""
     models = [m for m in ranking.models if m.name in measured]
     predicted = np.array([m.predicted for m in models])
     actual = np.array([measured[m.name] for m in models])
-    fig, ax = plt.subplots(figsize=(5.5, 5))
+    _, ax = plt.subplots(figsize=(5.5, 5))
     ax.errorbar(predicted, actual, xerr=[predicted - [m.low for m in models], [m.high for m in models] - predicted],
                 fmt="o", capsize=3)
     for m, x, y in zip(models, predicted, actual, strict=True):
         ax.annotate(m.name, (x, y), textcoords="offset points", xytext=(5, 5), fontsize=8)
-    low = max(0.0, min(predicted.min(), actual.min()) - 10)
-    high = min(100.0, max(predicted.max(), actual.max()) + 10)
+    lows, highs = np.array([m.low for m in models]), np.array([m.high for m in models])
+    low = max(0.0, min(lows.min(), actual.min()) - 5)  # the whole interval whiskers stay inside the axes
+    high = min(100.0, max(highs.max(), actual.max()) + 5)
     ax.plot([low, high], [low, high], "--", color="grey", label="predicted = measured")
     ax.set(xlim=(low, high), ylim=(low, high), xlabel="predicted accuracy (%)", ylabel="measured test accuracy (%)",
            title="Predicted vs measured (fine-tuned models)")
     ax.legend(fontsize=8)
     ax.grid(alpha=0.3)
-    return _save(fig, path)
+    return ax
 
 
 MIN_TRIALS_FOR_IMPORTANCES = 4  # complete trials; with fewer, every importance comes out equal
 
 
+def plot_history(trials, path: Path) -> Path:
+    return _save(history_axes(trials).figure, path)
+
+
+def history_axes(trials) -> plt.Axes:
+    """Every finished trial's best validation accuracy by trial number, complete and pruned marked apart
+    (failed trials have none), and the best complete one so far."""
+    _, ax = plt.subplots(figsize=(7, 4.5))
+    for state, marker, color in (("COMPLETE", "o", "tab:blue"), ("PRUNED", "x", "tab:orange")):
+        shown = [t for t in trials if t.state == state and t.val_accuracy is not None]
+        ax.scatter([t.number for t in shown], [t.val_accuracy for t in shown], marker=marker, color=color,
+                   label=f"{state.lower()} ({len(shown)})", zorder=3)
+    complete = sorted((t for t in trials if t.state == "COMPLETE" and t.val_accuracy is not None),
+                      key=lambda t: t.number)
+    if complete:
+        ax.step([t.number for t in complete], np.maximum.accumulate([t.val_accuracy for t in complete]),
+                where="post", color="tab:blue", alpha=0.5, label="best complete so far")
+    failed = sum(t.state == "FAIL" for t in trials)
+    ax.set(xlabel="trial", ylabel="best validation accuracy (%)", ylim=(0, 100),
+           title="Search history" + (f" ({failed} failed trial(s) not shown)" if failed else ""))
+    ax.xaxis.set_major_locator(matplotlib.ticker.MaxNLocator(integer=True))
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=8)
+    return ax
+
+
 def plot_optuna(study, folder: Path, n_complete: int) -> list[Path]:
-    """Optuna's matplotlib views of the study: optimization history, every trial's validation accuracy
-    per epoch (pruned ones included) and, with ``n_complete`` (its COMPLETE trials) large enough,
-    hyperparameter importances."""
+    """Optuna's matplotlib views of the study: every trial's validation accuracy per epoch (pruned ones
+    included) and, with ``n_complete`` (its COMPLETE trials) large enough, hyperparameter importances."""
     import optuna.visualization.matplotlib as ovm
     from optuna.exceptions import ExperimentalWarning
 
-    plots = [("optimization_history", ovm.plot_optimization_history),
-             ("learning_curves", ovm.plot_intermediate_values)]
+    plots = [("learning_curves", ovm.plot_intermediate_values)]
     if n_complete >= MIN_TRIALS_FOR_IMPORTANCES:
         plots.append(("param_importances", ovm.plot_param_importances))
     written = []
@@ -186,9 +218,8 @@ def write_report(run_dir: Path, ranking: Ranking, *, outcome=None, stage_seconds
     sections += [
         f"Task: {task.num_classes} classes, {len(task.splits['train'])} train / {len(task.splits['val'])} val / "
         f"{len(task.splits['test'])} test images (fingerprint `{task.fingerprint}`). Bank: {len(ranking.models)} "
-        f"models ranked" + (f", {len(ranking.failed)} failed to load" if ranking.failed else "") + ". Predictor: "
-        + (f"calibrated on {ranking.calibrated_on} measured transfers." if ranking.calibrated_on
-           else "the prior (no measured transfers yet)."),
+        f"models ranked" + (f", {len(ranking.failed)} skipped (could not be loaded)" if ranking.failed else "")
+        + f". Predictor learnt from the {ranking.predictor}.",
         "",
         "## Ranking",
         "",
@@ -206,7 +237,8 @@ def write_report(run_dir: Path, ranking: Ranking, *, outcome=None, stage_seconds
          for i, m in enumerate(ranking.models, start=1)],
     ))
     if ranking.failed:
-        sections += ["", "Models that could not be ranked:", ""]
+        sections += ["", "Bank models skipped because they could not be loaded (`bank.on_error=error` stops "
+                     "instead):", ""]
         sections += [f"- `{name}`: {reason}" for name, reason in ranking.failed.items()]
 
     if measured:
@@ -234,8 +266,9 @@ def write_report(run_dir: Path, ranking: Ranking, *, outcome=None, stage_seconds
         failures = [t for t in trials if t.state == "FAIL" and t.fail_reason]
         if failures:
             sections += ["", "Failed trials:", ""] + [f"- trial {t.number}: {t.fail_reason}" for t in failures]
-        if states["COMPLETE"]:
-            written = plot_optuna(outcome.optuna_study, run_dir, states["COMPLETE"])
+        if states["COMPLETE"] + states["PRUNED"]:
+            written = [plot_history(trials, run_dir / "optimization_history.png"),
+                       *plot_optuna(outcome.optuna_study, run_dir, states["COMPLETE"])]
             sections += [""] + [f"![{p.stem}]({p.name})" for p in written]
             if not any(p.stem == "param_importances" for p in written):
                 sections += ["", f"(Hyperparameter importances need at least {MIN_TRIALS_FOR_IMPORTANCES} complete "

@@ -23,6 +23,7 @@ from automl.bank import (
     weights_digest,
 )
 from automl.bank import demo as demo_bank
+from automl.bank.meta import forward_mflops
 from automl.config import compose, resolve
 from automl.settings import BankSettings
 
@@ -280,8 +281,12 @@ def test_data_config_overrides_timm_defaults(tmp_path):
 def test_model_meta_of_an_entry_needs_no_weights(tmp_path):
     entry = one_entry(entry_cfg(tmp_path / "absent.safetensors", source={"name": "x", "num_images": 9}))
     meta = model_meta_of(entry)
-    assert meta == {**model_meta(timm.create_model(ARCH, num_classes=5)), "source_num_images": 9,
-                    "source_num_classes": None}
+    model = timm.create_model(ARCH, num_classes=5)
+    side = timm.data.resolve_model_data_config(model)["input_size"][-1]  # its pretrained input
+    assert meta == {**model_meta(model), "mflops": pytest.approx(forward_mflops(model, (3, side, side))),
+                    "num_classes": 5, "source_num_images": 9, "source_num_classes": None}
+    small = one_entry(entry_cfg(tmp_path / "absent.safetensors", data_config={"input_size": [3, 32, 32]}))
+    assert model_meta_of(small)["mflops"] == pytest.approx(meta["mflops"] * 32**2 / side**2, rel=0.1)
     with pytest.raises(BankError, match="unknown timm architecture"):
         model_meta_of(one_entry(entry_cfg("w.pt", arch="nope")))
 

@@ -134,7 +134,7 @@ def test_oracle_is_cached_and_resumes(tiny, tmp_path):
     assert third.data.oracle == second.data.oracle
 
     methods = {row["method"] for row in third.rows}
-    assert {"parc", "parc+plasticity", "prior(parc)", "predictor(parc)", "linear"} <= methods
+    assert {"parc", "parc+plasticity", "predictor", "linear"} <= methods
     assert len(third.rows) == len(methods) * 2 * 2  # methods x targets x seeds
     assert all(row["n_models"] == 3 for row in third.rows)
     assert third.files["csv"].read_text().splitlines()[0] == ",".join(bench.RESULT_COLUMNS)
@@ -203,7 +203,7 @@ def test_paper_oracle_csv_and_probe_pickles(tmp_path):
         score("parc", probe["features"], probe["y"], n_dims=32))
     rows = {(r["method"], r["target"], r["seed"]): r for r in result.rows}
     assert rows[("linear", "cifar10", 0)]["pearson"] > 50  # the planted signal is found
-    assert {"parc+plasticity", "predictor(parc)", "prior(parc)"} <= {r["method"] for r in result.rows}
+    assert {"parc+plasticity", "predictor"} <= {r["method"] for r in result.rows}
 
     # an .npz twin (same stem and keys) is read without pickle and wins over the .pkl
     np.savez(probes / "resnet50_oxford_pets_cifar10_1.npz", features=probe["features"] + 1, probs=probe["probs"],

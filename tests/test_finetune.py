@@ -26,8 +26,8 @@ from automl.bank import load_bank
 from automl.config import compose, resolve, storage_url
 from automl.finetune import load_outcome, run_finetune
 from automl.finetune.budget import Budget, OverBudget, counts
-from automl.finetune.export import ExportError, load_exported, read_config
 from automl.finetune.fit import fit_once
+from automl.finetune.model_dir import ExportError, load_exported, read_config
 from automl.finetune.module import FinetuneModule, backbone_blocks, build_optimizer, freeze
 from automl.finetune.space import SearchSpace
 from automl.finetune.study import open_storage
@@ -72,7 +72,8 @@ def setup(env: dict[str, Path], args: list[str]):
 def search(settings, task, bank, run_dir: Path, **kwargs):
     """``run_finetune`` with the run's settings, as the finetune stage calls it."""
     return run_finetune(task, bank, settings.finetune, settings.search_space, storage=settings.storage,
-                        device=settings.device, seed=settings.seed, run_dir=run_dir, **kwargs)
+                        device=settings.device, seed=settings.seed, run_dir=run_dir,
+                        study=settings.finetune.study or "search", **kwargs)
 
 
 def load(settings) -> optuna.Study:
@@ -251,8 +252,8 @@ def test_search_fails_a_nan_trial_exports_best_and_predict_reproduces_it(env, tm
     again = search(settings, task, bank, tmp_path / "run", warm=warm)
     assert [r.number for r in again.trials] == [0, 1, 2] and again.best == best
     assert len(load(settings).trials) == 3
-    loaded = load_outcome(task, bank, settings.finetune, settings.search_space, storage=settings.storage,
-                          run_dir=tmp_path / "report")
+    loaded = load_outcome(task, {entry.name: entry for entry in bank}, settings.finetune, settings.search_space,
+                          storage=settings.storage, run_dir=tmp_path / "report", study="search")
     assert loaded.trials == outcome.trials and (loaded.best_dir / "model.safetensors").is_file()
 
 
@@ -335,7 +336,8 @@ def test_ctrl_c_mid_fit_exits_130_and_the_rerun_trains_that_trial_again(env, tmp
                     lambda t: len(t) >= 1 and t[0].state == TrialState.RUNNING and t[0].intermediate_values)
     worker.send_signal(signal.SIGINT)
     assert worker.wait(timeout=60) == 130
-    assert "rerun the same command to resume" in (tmp_path / "first.log").read_text()
+    log = (tmp_path / "first.log").read_text()
+    assert "rerun the same command to resume" in log and "Traceback" not in log
     interrupted, queued = load(cfg).trials
     assert interrupted.state == TrialState.FAIL and interrupted.user_attrs["interrupted"] and not counts(interrupted)
     assert queued.state == TrialState.WAITING and queued.system_attrs["fixed_params"] == interrupted.params

@@ -15,10 +15,11 @@ import pytest
 from conftest import write_random_bank
 from PIL import Image
 
+from automl.bank import BankError
 from automl.config import compose, resolve
 from automl.history import History
 from automl.pipeline import run as run_settings
-from automl.predictor import leave_one_task_out, predictor_options
+from automl.predictor import leave_one_task_out
 from automl.settings import AutomlSettings, SettingsError
 from automl.transferability import available
 
@@ -86,14 +87,14 @@ def test_rank_stage_bad_input_is_a_clear_error(small_demo_bank, tmp_path):
     broken = write_random_bank(tmp_path / "broken", {"a": ("test_resnet", {}), "b": ("test_efficientnet", {})}, 3)
     for weights in broken.glob("*.safetensors"):  # truncated downloads
         weights.write_bytes(weights.read_bytes()[:100])
-    with pytest.raises(RuntimeError, match=r"no model of bank 'broken' could be loaded:\n  a: .*\n  b: "):
+    with pytest.raises(BankError, match=r"no model of bank 'broken' could be loaded:\n  a: .*\n  b: "):
         run([*base, f"bank.dir={broken}", "bank.name=broken", "stage=rank"], tmp_path / "run")
 
 
 # ---------------------------------------------------------------------------------------- calibration
-def test_calibration_on_real_fine_tuning_records_beats_the_prior(small_demo_bank, tmp_path, capsys):
+def test_calibration_on_real_fine_tuning_records_beats_the_cold_start(small_demo_bank, tmp_path, capsys):
     """Every model of the bank fine-tuned once (the warm-start trials) on three builtin tasks; the history
-    then calibrates the predictor, which must predict each held-out task better than the prior."""
+    then calibrates the predictor, which must predict each held-out task better than the cold start."""
     base = [*base_overrides(small_demo_bank, tmp_path), *QUICK_FINETUNE, "finetune.top_k=4", "finetune.n_trials=4",
             "finetune.pruner=none", "stage=finetune"]
     for task in ("digits", "shapes", "glyphs"):
@@ -102,9 +103,9 @@ def test_calibration_on_real_fine_tuning_records_beats_the_prior(small_demo_bank
     records = History(f"sqlite:///{tmp_path}/automl.db").records(kind="finetune")
     assert len(records) == 12 and all(r.test_accuracy is not None and r.scores_z for r in records)
 
-    result = leave_one_task_out(records, **predictor_options(settings([]).rank))
+    result = leave_one_task_out(records, settings([]).rank.predictor)
     assert result["num_tasks"] == 3 and result["helps"]
-    assert result["overall"]["calibrated"]["mae"] < result["overall"]["prior"]["mae"]
+    assert result["overall"]["calibrated"]["mae"] < result["overall"]["cold_start"]["mae"]
 
     capsys.readouterr()
     run([*base_overrides(small_demo_bank, tmp_path), "stage=calibrate"], tmp_path / "calibrate")

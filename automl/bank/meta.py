@@ -9,6 +9,7 @@ from typing import Any
 import timm
 import torch
 from torch import nn
+from torch.utils.flop_counter import FlopCounterMode
 
 from automl.bank.manifest import BankEntry, Source
 from automl.bank.weights import check_arch, create_errors
@@ -41,19 +42,35 @@ def model_meta(model: nn.Module) -> dict[str, int]:
 
 
 
-def model_meta_of(entry: BankEntry) -> dict[str, int | None]:
-    """Meta-features of an entry without loading its weights: :func:`model_meta` of its architecture
-    (built on the meta device: no memory, no download) plus ``source_num_images``/``source_num_classes``
-    (None when the manifest does not say)."""
+def model_meta_of(entry: BankEntry) -> dict[str, float | None]:
+    """Meta-features of an entry without loading its weights: :func:`model_meta` of its architecture and
+    ``mflops``, the forward MFLOPs of one image at its input size (built and run on the meta device: no
+    memory, no download), plus ``num_classes`` (of its head, 0 = headless) and ``source_num_images``/
+    ``source_num_classes`` (None when the manifest does not say)."""
     check_arch(entry)
     with create_errors(entry):
-        meta = _arch_meta(entry.arch, entry.num_classes, json.dumps(entry.kwargs, sort_keys=True, default=repr))
+        meta = _arch_meta(entry.arch, entry.num_classes, json.dumps(entry.kwargs, sort_keys=True, default=repr),
+                          json.dumps(entry.data_config, sort_keys=True, default=list))
     source = entry.source or Source(name="")
-    return {**meta, "source_num_images": source.num_images, "source_num_classes": source.num_classes}
+    return {**meta, "num_classes": entry.num_classes, "source_num_images": source.num_images,
+            "source_num_classes": source.num_classes}
 
 
 @functools.lru_cache(maxsize=256)
-def _arch_meta(arch: str, num_classes: int, kwargs_json: str) -> dict[str, int]:
-    kwargs = json.loads(kwargs_json)
+def _arch_meta(arch: str, num_classes: int, kwargs_json: str, data_config_json: str) -> dict[str, float]:
     with torch.device("meta"):
-        return model_meta(timm.create_model(arch, num_classes=num_classes, **kwargs))
+        model = timm.create_model(arch, num_classes=num_classes, **json.loads(kwargs_json))
+        config = timm.data.resolve_model_data_config(model, args=json.loads(data_config_json) or {})
+        return {**model_meta(model), "mflops": forward_mflops(model, tuple(config["input_size"]))}
+
+
+def forward_mflops(model: nn.Module, input_size: tuple[int, int, int]) -> float:
+    """Forward MFLOPs of one image of ``input_size`` (C, H, W) through ``model`` without its classifier
+    (counted by torch's FlopCounterMode; the model may live on the meta device)."""
+    device = next(model.parameters()).device
+    head = model.get_classifier() if hasattr(model, "get_classifier") else None
+    model.eval()  # batch norm on a batch of one
+    with FlopCounterMode(display=False) as counter, torch.no_grad():
+        tokens = model.forward_features(torch.zeros(1, *input_size, device=device))
+        model.forward_head(tokens, pre_logits=True) if isinstance(head, nn.Module) else None
+    return counter.get_total_flops() / 1e6

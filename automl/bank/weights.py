@@ -84,11 +84,7 @@ def _load_local(entry: BankEntry) -> nn.Module:
     path = Path(entry.weights)
     if not path.is_file():
         raise BankError(f"{entry.label}: weights file {path} not found")
-    if entry.sha256 is not None:
-        actual = file_sha256(path)
-        if actual != entry.sha256:
-            raise BankError(f"{entry.label}: sha256 mismatch for {path}: the manifest says {entry.sha256}, "
-                            f"the file has {actual} (changed or corrupt download?)")
+    verified_digest(entry)
     state = _read_state_dict(path, entry)
     with create_errors(entry):
         model = timm.create_model(entry.arch, num_classes=entry.num_classes, **entry.kwargs)
@@ -151,6 +147,16 @@ def _file_sha256(path: str, size: int, mtime_ns: int) -> str:
         for chunk in iter(lambda: file.read(1 << 20), b""):
             digest.update(chunk)
     return digest.hexdigest()
+
+
+def verified_digest(entry: BankEntry) -> str:
+    """:func:`weights_digest`, after checking a local file against the entry's pinned ``sha256``: caches
+    keyed by it never serve a checkpoint that no longer matches its manifest."""
+    digest = weights_digest(entry)
+    if entry.sha256 is not None and digest != entry.sha256:
+        raise BankError(f"{entry.label}: sha256 mismatch for {entry.weights}: the manifest says {entry.sha256}, "
+                        f"the file has {digest} (changed or corrupt download?)")
+    return digest
 
 
 def weights_digest(entry: BankEntry) -> str:

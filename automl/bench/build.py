@@ -6,10 +6,11 @@ every model's probe scores on every target and probe seed, and its oracle accura
 kept in ``cache_dir/metabench/history.db`` as they finish and probe features in the feature cache, so an
 interrupted build resumes where it stopped, and a finished one rewrites the data in minutes.
 
-The data (``bench.meta_dir``, by default the copy the package ships, ``automl/bench/data/meta``):
+The data (``bench.meta_dir``, by default the copy the package ships, ``automl/data/metabench``, read by
+:mod:`automl.predictor.shipped`):
 
 * ``models.csv`` — bank, model, architecture, source, how it was pretrained and its held-out source
-  accuracy, parameters, depth and forward MFLOPs per image;
+  accuracy, parameters, depth and forward MFLOPs per image (:func:`automl.bank.model_meta_of`);
 * ``targets.csv`` — each target's classes, split sizes, image side and fingerprint;
 * ``oracle.csv`` — each (bank model, target): test and validation accuracy of the fixed recipe, its
   validation curve, epochs and seconds;
@@ -28,24 +29,20 @@ from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-import timm
-import torch
-from torch.utils.flop_counter import FlopCounterMode
-
 from automl.bank import load_bank
-from automl.bank.pretrain import ARCHS, IMAGE_SIZE, Pretraining, build_bank, pretraining_result
+from automl.bank.pretrain import Pretraining, build_bank, pretraining_result
 from automl.bench.banks import BANKS
 from automl.bench.data import BenchError, checked_names
 from automl.bench.measure import bank_data
 from automl.bench.oracle import oracle_recipe, recipe_id
 from automl.fileio import atomic_path, atomic_write_text
 from automl.history import History
+from automl.predictor.shipped import DATA_DIR
 from automl.settings import BankSettings, BenchRunSettings
 
 log = logging.getLogger(__name__)
 
-DATA_DIR = Path(__file__).resolve().parent / "data" / "meta"
-FILES = ("models.csv", "targets.csv", "oracle.csv", "scores.csv")
+CSV_FILES = ("models.csv", "targets.csv", "oracle.csv", "scores.csv")
 
 
 def meta_root(settings: BenchRunSettings) -> Path:
@@ -58,7 +55,7 @@ def build_meta(settings: BenchRunSettings) -> Path:
     names = checked_names(settings.bench.banks, list(BANKS), "bench.banks", list(BANKS))
     root = meta_root(settings)
     storage = f"sqlite:///{root / 'history.db'}"
-    rows: dict[str, list[dict[str, Any]]] = {name: [] for name in FILES}
+    rows: dict[str, list[dict[str, Any]]] = {name: [] for name in CSV_FILES}
     start = time.perf_counter()
     for name in names:
         folder = root / "banks" / name
@@ -79,7 +76,7 @@ def build_meta(settings: BenchRunSettings) -> Path:
         log.info("meta-benchmark: banks %s measured; build all of them to write the data", names)
         return root
     out = Path(settings.bench.meta_dir) if settings.bench.meta_dir else DATA_DIR
-    for file in FILES:
+    for file in CSV_FILES:
         _write_csv(out / file, rows[file])
     recipe = oracle_recipe(settings.bench.oracle, settings.finetune, settings.seed)
     atomic_write_text(out / "recipe.json", json.dumps({"id": recipe_id(recipe), **recipe,
@@ -99,18 +96,10 @@ def _model_rows(bank: str, folder: Path, plan: Sequence[Pretraining], meta: Mapp
                      "epochs": spec.epochs, "label_noise": spec.label_noise, "data_fraction": spec.data_fraction,
                      "headless": spec.headless, "source_accuracy": round(result["accuracy"], 2),
                      "source_num_images": entry.source.num_images, "source_num_classes": entry.source.num_classes,
-                     "num_classes": entry.num_classes, **{k: meta[spec.name][k] for k in ("num_params", "depth")},
-                     "mflops": round(forward_mflops(spec.arch), 3), "sha256": entry.sha256})
+                     "num_classes": entry.num_classes, "num_params": meta[spec.name]["num_params"],
+                     "depth": meta[spec.name]["depth"], "mflops": round(meta[spec.name]["mflops"], 3),
+                     "sha256": entry.sha256})
     return rows
-
-
-def forward_mflops(arch_key: str) -> float:
-    """Forward MFLOPs of one image through the architecture (its classifier excluded), at the bank's input."""
-    arch = ARCHS[arch_key]
-    model = timm.create_model(arch.arch, num_classes=0, **arch.kwargs).eval()
-    with FlopCounterMode(display=False) as counter, torch.no_grad():
-        model(torch.zeros(1, 3, IMAGE_SIZE, IMAGE_SIZE))
-    return counter.get_total_flops() / 1e6
 
 
 def _oracle_rows(bank: str, storage: str, run_id: str, fingerprints: Mapping[str, str]) -> list[dict]:

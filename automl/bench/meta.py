@@ -21,82 +21,20 @@ accuracies inside the 80% interval and the median interval width. Means over the
 
 from __future__ import annotations
 
-import csv
 import itertools
-import json
 import math
 from collections.abc import Callable, Iterable, Mapping, Sequence
-from dataclasses import dataclass, field
-from pathlib import Path
+from dataclasses import dataclass
 
 import numpy as np
 
-from automl.accuracy.features import Candidate, bank_candidates, bank_features, feature_names, to_level
-from automl.accuracy.model import KINDS, AccuracyModel
-from automl.bench.data import BenchError
 from automl.bench.metrics import pearson_x100, top1_regret, top_k_hit, weighted_tau
+from automl.predictor.features import to_level
+from automl.predictor.model import KINDS, AccuracyModel
+from automl.predictor.shipped import Cell, MetaData
 
 PROTOCOLS = ("bank", "target", "both")
 STATIC = {"params": "num_params", "mflops": "mflops", "depth": "depth", "source accuracy": "source_accuracy"}
-MODEL_META = ("num_params", "depth", "mflops", "source_num_images", "source_num_classes", "num_classes",
-              "source_accuracy")
-
-
-@dataclass
-class Cell:
-    """One bank on one target with one probe set: its models, their scores and oracle accuracies."""
-
-    bank: str
-    target: str
-    seed: int
-    candidates: list[Candidate]
-    oracle: np.ndarray  # [N] test accuracy (percent) of the fixed recipe
-    features: np.ndarray = field(default_factory=lambda: np.empty(0))  # [N, F] accuracy-model features
-
-    @property
-    def chance(self) -> np.ndarray:
-        return np.array([c.chance for c in self.candidates])
-
-
-@dataclass
-class MetaData:
-    cells: list[Cell]
-    score_names: list[str]
-    banks: list[str]
-    targets: list[str]
-    models: dict[str, dict]  # model -> models.csv row
-    recipe: dict
-
-
-def load_meta(folder: str | Path) -> MetaData:
-    """The meta-benchmark's data files in ``folder`` (written by ``bench.mode=build``) as cells."""
-    folder = Path(folder)
-    try:
-        models = {row["model"]: row for row in _read(folder / "models.csv")}
-        targets = {row["target"]: row for row in _read(folder / "targets.csv")}
-        oracle = {(row["model"], row["target"]): float(row["test_accuracy"]) for row in _read(folder / "oracle.csv")}
-        score_rows = _read(folder / "scores.csv")
-        recipe = json.loads((folder / "recipe.json").read_text())
-    except (OSError, KeyError, ValueError) as exc:
-        raise BenchError(f"{folder}: not meta-benchmark data ({exc}); build it with "
-                         "python -m automl.bench bench.mode=build") from exc
-    score_names = sorted(c for c in score_rows[0] if c not in ("bank", "model", "target", "seed")
-                         and not c.startswith("ms_"))
-    grouped: dict[tuple[str, str, int], dict[str, dict[str, float]]] = {}
-    for row in score_rows:
-        key = (row["bank"], row["target"], int(row["seed"]))
-        grouped.setdefault(key, {})[row["model"]] = {n: float(row[n]) if row[n] != "" else math.nan
-                                                     for n in score_names}
-    cells = []
-    for (bank, target, seed), scores in grouped.items():
-        meta = {m: {k: _number(models[m][k]) for k in MODEL_META} for m in scores}
-        task = {k: _number(targets[target][k]) for k in ("num_classes", "num_train", "image_side")}
-        candidates = bank_candidates(scores, meta, task)
-        cell = Cell(bank, target, seed, candidates, np.array([oracle[(m, target)] for m in scores]))
-        cell.features = bank_features(candidates, score_names)
-        cells.append(cell)
-    return MetaData(cells, score_names, sorted({c.bank for c in cells}), sorted({c.target for c in cells}), models,
-                    recipe)
 
 
 # --------------------------------------------------------------------------------------------- methods
@@ -238,17 +176,30 @@ def summarize(rows: Sequence[Mapping], protocol: str) -> list[dict]:
     return sorted(summary, key=lambda e: -np.nan_to_num(e["pearson"], nan=-1e9))
 
 
-def _read(path: Path) -> list[dict[str, str]]:
-    with path.open(newline="") as handle:
-        return list(csv.DictReader(handle))
+__all__ = ["PROTOCOLS", "Method", "evaluate", "methods", "summarize"]
 
 
-def _number(text: str) -> float:
-    try:
-        return float(text)
-    except (TypeError, ValueError):
-        return math.nan
+def run_meta(data: MetaData, protocols: Sequence[str] = PROTOCOLS) -> tuple[list[dict], dict[str, list[dict]]]:
+    """Every method of :func:`methods` under every protocol: the per-cell rows and a summary per protocol."""
+    rows = evaluate(data, methods(data.score_names), protocols)
+    return rows, {protocol: summarize(rows, protocol) for protocol in protocols}
 
 
-__all__ = ["PROTOCOLS", "Cell", "MetaData", "Method", "evaluate", "feature_names", "load_meta", "methods",
-           "summarize"]
+def table_cells(summaries: Mapping[str, Sequence[Mapping]]) -> tuple[list[str], list[list[str]]]:
+    """The README table: per method, the metrics with both the bank and the target held out, and the
+    Pearson of leaving only one of them out."""
+    main = summaries["both"]
+    by_protocol = {p: {e["method"]: e for e in summaries[p]} for p in summaries}
+    header = ["method", "Pearson", "weighted τ", "regret (pts)", "top-3 %", "MAE (pts)", "80% cover %",
+              "median width", "Pearson, bank out", "Pearson, target out"]
+
+    def fmt(value: float, spec: str) -> str:
+        return "–" if not math.isfinite(value) else format(value, spec)
+
+    rows = [[e["method"], fmt(e["pearson"], ".1f"), fmt(e["weighted_tau"], ".2f"), fmt(e["top1_regret"], ".2f"),
+             fmt(100 * e["top3_hit"], ".0f"), fmt(e["mae"], ".1f"), fmt(100 * e["coverage"], ".0f"),
+             fmt(e["width"], ".1f"),
+             *(fmt(by_protocol[p][e["method"]]["pearson"], ".1f") if p in by_protocol else "–"
+               for p in ("bank", "target"))]
+            for e in main]
+    return header, rows

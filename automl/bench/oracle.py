@@ -20,7 +20,7 @@ from automl.bank import weights_digest
 from automl.bench.data import BenchError
 from automl.experience import transfer_record
 from automl.finetune.fit import fit_once, quiet_libraries, torch_threads
-from automl.predictor import zscore_bank
+from automl.predictor import bank_candidates
 from automl.progress import progress_bar
 from automl.settings import BenchRunSettings, FinetuneSettings, OracleSettings
 
@@ -84,8 +84,7 @@ def measure_oracle(settings: BenchRunSettings, tasks, entries, history, *,
     with quiet_libraries(), torch_threads(finetune.torch_threads), progress_bar() as progress:
         bar = progress.add_task("oracle", total=len(tasks) * len(entries))
         for task in tasks:
-            bank_scores = first_scores[task.name]
-            z = dict(zip(bank_scores, zscore_bank(list(bank_scores.values())), strict=True))
+            candidates = {c.model_name: c for c in bank_candidates(first_scores[task.name], model_meta, task.meta())}
             for entry in entries:
                 label = f"{entry.name} → {task.name}"
                 record = stored.get((entry.name, task.fingerprint))
@@ -109,9 +108,10 @@ def measure_oracle(settings: BenchRunSettings, tasks, entries, history, *,
                     outcome.failed[label] = f"{type(exc).__name__}: {exc}"
                     progress.advance(bar)
                     continue
+                candidate = candidates[entry.name]
                 history.add(transfer_record(
-                    task, entry, model_meta=model_meta[entry.name], scores=first_scores[task.name][entry.name],
-                    scores_z=z[entry.name], run_id=outcome.run_id, kind="oracle", trial=None,
+                    task, entry, model_meta=candidate.model_meta, task_meta=candidate.task_meta,
+                    scores=candidate.scores, scores_z=candidate.scores_z, run_id=outcome.run_id, kind="oracle", trial=None,
                     hparams=recipe["hparams"], val_accuracy=result.val_accuracy,
                     test_accuracy=result.test_accuracy, epochs=result.epochs, seconds=result.seconds,
                     fidelity={"state": "COMPLETE", "planned_epochs": hparams.epochs, "recipe": outcome.run_id,

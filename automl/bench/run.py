@@ -9,16 +9,20 @@ from pathlib import Path
 from typing import Any
 
 from rich.console import Console
+from rich.table import Table
 
 from automl.bench.build import build_meta
 from automl.bench.data import BenchData, checked_names
 from automl.bench.measure import bank_data
-from automl.bench.methods import PLASTICITY, derive_methods
+from automl.bench.meta import run_meta, table_cells
+from automl.bench.methods import PREDICTOR, derive_methods
 from automl.bench.metrics import evaluate, summarize
 from automl.bench.oracle import OracleStats
 from automl.bench.paper import paper_data
 from automl.bench.tables import console_table, write_results_csv, write_scatter, write_table_md
-from automl.predictor import predictor_options
+from automl.fileio import atomic_write_text
+from automl.predictor.shipped import load_meta
+from automl.report import markdown_table
 from automl.settings import BenchRunSettings
 
 
@@ -26,10 +30,36 @@ from automl.settings import BenchRunSettings
 class BenchResult:
     rows: list[dict[str, Any]]  # one per method x target x seed (RESULT_COLUMNS)
     summary: list[dict[str, Any]]  # one per method, best Pearson first (see summarize)
-    data: BenchData
+    data: BenchData | None  # None for the meta-benchmark (its data: automl.predictor.shipped.load_meta)
     oracle: OracleStats | None  # None for the paper's data
     seconds: dict[str, float]  # phase -> wall time
     files: dict[str, Path]
+
+
+def _run_meta(settings: BenchRunSettings, run_dir: Path, console: Console) -> BenchResult:
+    """Rank methods judged held-out on the meta-benchmark's data (:mod:`automl.bench.meta`)."""
+    start = time.perf_counter()
+    data = load_meta(settings.bench.meta_dir)
+    rows, summaries = run_meta(data)
+    header, cells = table_cells(summaries)
+    context = [f"meta-benchmark: {len(data.banks)} banks ({', '.join(data.banks)}) x {len(data.targets)} targets "
+               f"({', '.join(data.targets)}), {len(data.cells)} cells (bank x target x probe seed)",
+               f"oracle recipe {data.recipe['id']}",
+               f"evaluated in {time.perf_counter() - start:.0f} s; columns without a protocol: bank and target "
+               "both held out"]
+    text = "\n\n".join(["# Ranking methods on the meta-benchmark, held out", "\n".join(f"- {c}" for c in context),
+                         markdown_table(header, cells, numbers_right=True)])
+    files = {"csv": write_results_csv(run_dir / "bench_results.csv", rows),
+             "table": atomic_write_text(run_dir / "bench_table.md", text + "\n")}
+    table = Table(title="Ranking methods on the meta-benchmark, held out", caption="\n".join(context))
+    for index, column in enumerate(header):
+        table.add_column(column, justify="left" if index == 0 else "right")
+    for row in cells:
+        table.add_row(*row)
+    (console if console.is_terminal else Console(file=console.file, width=180)).print(table)
+    console.print(f"results: {run_dir}")
+    return BenchResult(rows=rows, summary=summaries["both"], data=None, oracle=None,
+                       seconds={"evaluation": time.perf_counter() - start}, files=files)
 
 
 def run_bench(settings: BenchRunSettings, run_dir: str | Path, console: Console | None = None
@@ -41,8 +71,10 @@ def run_bench(settings: BenchRunSettings, run_dir: str | Path, console: Console 
     if settings.bench.mode == "build":
         console.print(f"meta-benchmark data: {build_meta(settings)}")
         return None
+    if settings.bench.data == "meta":
+        return _run_meta(settings, run_dir, console)
     bench, rank = settings.bench, settings.rank
-    score_names, primary = rank.score_names, rank.primary
+    score_names = rank.score_names
     plasticity = checked_names(bench.plasticity, score_names, "bench.plasticity", score_names)
     paper = bench.paper
     seconds: dict[str, float] = {}
@@ -61,16 +93,15 @@ def run_bench(settings: BenchRunSettings, run_dir: str | Path, console: Console 
                    "oracle": oracle_stats.wall_seconds}
 
     start = time.perf_counter()
-    methods = derive_methods(data, score_names, predictor_options(rank), plasticity)
+    methods = derive_methods(data, score_names, rank.predictor, plasticity)
     rows = evaluate(methods, data.oracle)
     summary = summarize(rows, data.targets)
     seconds["metrics"] = time.perf_counter() - start
 
-    defaults = [primary, primary + PLASTICITY, f"prior({primary})", f"predictor({primary})"]
+    defaults = ["linear", "knn", "parc", PREDICTOR]
     scatter = checked_names(bench.scatter, list(methods), "bench.scatter",
                              [m for m in defaults if m in methods])
-    context = [source, f"probe seeds {data.seeds} ({settings.probe.budget} images per probe set)",
-               f"primary score {primary}"]
+    context = [source, f"probe seeds {data.seeds} ({settings.probe.budget} images per probe set)"]
     if oracle_stats is not None:
         context.append(f"oracle recipe {oracle_stats.run_id}: {json.dumps(oracle_stats.recipe, sort_keys=True)}")
         context.append(f"oracle fits: {oracle_stats.trained} trained now ({oracle_stats.fit_seconds:.0f} s), "

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import csv
 import math
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -13,7 +13,7 @@ import numpy as np
 from rich.table import Table
 
 from automl.bench.data import BenchData, Key, MethodScores
-from automl.bench.metrics import RESULT_COLUMNS, pearson_x100
+from automl.bench.metrics import pearson_x100
 from automl.fileio import atomic_path, atomic_write_text
 from automl.report import markdown_table
 
@@ -39,9 +39,10 @@ def table_cells(summary: Sequence[Mapping[str, Any]], targets: Sequence[str], sp
     return header, rows
 
 
-def write_results_csv(path: Path, rows: Iterable[Mapping[str, Any]]) -> Path:
+def write_results_csv(path: Path, rows: Sequence[Mapping[str, Any]]) -> Path:
+    """One row per result; the columns are the rows' keys, in first-seen order (floats to 6 decimals)."""
     with atomic_path(path) as tmp, tmp.open("w", newline="") as handle:
-        writer = csv.DictWriter(handle, fieldnames=RESULT_COLUMNS)
+        writer = csv.DictWriter(handle, fieldnames=list(dict.fromkeys(key for row in rows for key in row)))
         writer.writeheader()
         for row in rows:
             writer.writerow({k: (round(v, 6) if isinstance(v, float) and math.isfinite(v) else

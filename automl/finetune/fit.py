@@ -4,7 +4,7 @@ Optuna trials and of the benchmark's oracle (``automl.bench``).
 :func:`fit_once` seeds everything, builds the model with a fresh head and the task's loaders with the
 model's own input pipeline, trains with Lightning (:func:`automl.finetune.module.make_trainer`), keeps
 the best validation epoch's weights and measures them once on the test split with
-:func:`automl.finetune.export.predict_proba` (the evaluation ``automl.predict`` also uses). The caller
+:func:`automl.finetune.model_dir.predict_proba` (the evaluation ``automl.predict`` also uses). The caller
 decides what the hyperparameters are (a search's suggestion, the oracle's fixed recipe) and what
 happens to the weights.
 """
@@ -27,7 +27,7 @@ import torch
 
 from automl.bank import BankEntry, create_model, resolve_data_config
 from automl.finetune.data import TaskDataModule
-from automl.finetune.export import EVAL_BATCH_SIZE, predict_proba
+from automl.finetune.model_dir import EVAL_BATCH_SIZE, predict_proba
 from automl.finetune.module import FinetuneModule, make_trainer
 from automl.settings import FinetuneSettings, Hparams
 from automl.tasks import Task
@@ -135,8 +135,9 @@ def torch_threads(threads: int | None) -> Iterator[None]:
 
 
 class quiet_libraries:
-    """Per-fit chatter off: Optuna's own trial lines (the search logs its own; failures still warn) and
-    Lightning's device banner, printed once per Trainer."""
+    """Per-fit chatter off: Optuna's own trial lines (the search logs its own; failures still warn, but
+    Ctrl-C is not a failure worth a traceback: the command says how to resume) and Lightning's device
+    banner, printed once per Trainer."""
 
     _LOGGERS = ("lightning.pytorch.utilities.rank_zero", "lightning.pytorch.accelerators.cuda")
 
@@ -146,8 +147,17 @@ class quiet_libraries:
         self._levels = {name: logging.getLogger(name).level for name in self._LOGGERS}
         for name in self._LOGGERS:
             logging.getLogger(name).setLevel(logging.WARNING)
+        for handler in logging.getLogger("optuna").handlers:  # a logger's filter would miss its children's records
+            handler.addFilter(_no_interrupt_traceback)
 
     def __exit__(self, *exc: object) -> None:
         optuna.logging.set_verbosity(self._optuna)
         for name, level in self._levels.items():
             logging.getLogger(name).setLevel(level)
+        for handler in logging.getLogger("optuna").handlers:
+            handler.removeFilter(_no_interrupt_traceback)
+
+
+def _no_interrupt_traceback(record: logging.LogRecord) -> bool:
+    """Drop Optuna's "trial failed" warning when what failed it was Ctrl-C."""
+    return not (record.exc_info and isinstance(record.exc_info[1], KeyboardInterrupt))

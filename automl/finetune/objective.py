@@ -27,8 +27,8 @@ from automl.finetune.attrs import (
     WEIGHTS,
 )
 from automl.finetune.budget import Budget, counts
-from automl.finetune.export import save_weights
 from automl.finetune.fit import FitResult, fit_once
+from automl.finetune.model_dir import save_weights
 from automl.finetune.module import FinetuneModule
 from automl.finetune.outcome import TrialResult, finished_results, write_csv
 from automl.finetune.space import SearchSpace

@@ -27,7 +27,7 @@ from automl.finetune.attrs import (
     WEIGHTS,
 )
 from automl.finetune.budget import counts
-from automl.finetune.export import export_model
+from automl.finetune.model_dir import export_model
 from automl.settings import HPARAM_NAMES
 from automl.tasks import Task
 
@@ -81,6 +81,7 @@ class FinetuneOutcome:
     """What :func:`run_finetune` leaves behind (the study holds the same, for every worker)."""
 
     study: str
+    candidates: list[str]  # the models the study searches
     trials: list[TrialResult]  # the study's finished trials (all workers), by number
     best: TrialResult | None  # highest val_accuracy among COMPLETE trials (ties: lowest number)
     best_dir: Path | None  # run_dir/best, or None (no COMPLETE trial / its weights not on this machine)
@@ -134,7 +135,8 @@ def summarize_study(study: optuna.Study, task: Task, candidates: Sequence[BankEn
     if best is not None:
         entry = next(entry for entry in candidates if entry.name == best.model)
         best_dir = _export_best(best, trials[best.number], entry, task, run_dir)
-    return FinetuneOutcome(study=study.study_name, trials=results, best=best, best_dir=best_dir,
+    return FinetuneOutcome(study=study.study_name, candidates=[entry.name for entry in candidates], trials=results,
+                           best=best, best_dir=best_dir,
                            n_counted=sum(map(counts, trials)), optuna_study=study)
 
 
@@ -158,7 +160,7 @@ def _export_best(best: TrialResult, trial: FrozenTrial, entry: BankEntry, task: 
         "val_accuracy": best.val_accuracy,
         "test_accuracy": best.test_accuracy,
     }
-    out = export_model(run_dir / "best", best.weights, config)
+    out = export_model(run_dir / "best", best.weights, config, task.splits["test"].paths)
     log.info("best: trial %d %s, val %.2f%% test %.2f%% -> %s", best.number, best.model, best.val_accuracy,
              best.test_accuracy, out)
     return out

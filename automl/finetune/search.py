@@ -54,7 +54,7 @@ from pathlib import Path
 from typing import Any
 
 import optuna
-from optuna.distributions import CategoricalDistribution
+from optuna.trial import TrialState
 
 from automl.bank import BankEntry
 from automl.config import redact_url, storage_slug
@@ -62,43 +62,30 @@ from automl.finetune.budget import Budget
 from automl.finetune.fit import quiet_libraries, torch_threads
 from automl.finetune.objective import Objective
 from automl.finetune.outcome import FinetuneOutcome, TrialResult, summarize_study
-from automl.finetune.space import SearchSpace
-from automl.finetune.study import default_study_name, join_study, open_storage, open_study, warm_start
-from automl.settings import FinetuneSettings, Hparams, SettingsError
+from automl.finetune.space import SearchSpace, check_search
+from automl.finetune.study import join_study, open_storage, open_study, warm_start
+from automl.settings import FinetuneSettings
 from automl.tasks import Task
 
 log = logging.getLogger(__name__)
 
 
-def check_search(settings: FinetuneSettings, search_space: Mapping[str, Any], models: Sequence[str]) -> SearchSpace:
-    """The parsed search space over ``models``, checked against the settings (before any work is done)."""
-    if not models:
-        raise SettingsError("finetune: no candidate models")
-    if len(set(models)) != len(models):
-        raise SettingsError(f"finetune: duplicate candidate names {list(models)}")
-    space = SearchSpace(search_space, models)
-    Hparams.from_mapping({**settings.default_hparams.as_dict(), **space.fixed}, where="search_space")
-    epochs = space.distributions.get("epochs")
-    planned = (epochs.choices if isinstance(epochs, CategoricalDistribution) else [epochs.high] if epochs
-               else [space.fixed.get("epochs", settings.default_hparams.epochs)])
-    if max(planned) > settings.max_epochs:
-        raise SettingsError(f"search_space.epochs reaches {max(planned)} > finetune.max_epochs={settings.max_epochs}")
-    return space
-
-
 def run_finetune(task: Task, candidates: Sequence[BankEntry], settings: FinetuneSettings,
                  search_space: Mapping[str, Any], *, storage: str, device: str, seed: int, run_dir: str | Path,
+                 study: str, available: Mapping[str, BankEntry] | None = None,
                  warm: Sequence[Mapping[str, Any]] = (),
                  on_trial_finished: Callable[[TrialResult], None] | None = None) -> FinetuneOutcome:
     """Search (model x hyperparameters) for ``task`` in one shared Optuna study; export the best model.
 
     Args:
         task: the task to fine-tune on.
-        candidates: the bank entries the study chooses from, best-ranked first.
+        candidates: the bank entries a new study chooses from, best-ranked first.
         settings, search_space: the study's budget, pruning, defaults and the searched distributions.
         storage: normalised SQLAlchemy URL of the Optuna database (shared by all workers).
         device: where trials train (resolved, not ``auto``); seed: every fit's seed and the sampler's.
         run_dir: where ``finetune.csv`` and ``best/`` are written.
+        study: the study's name. An existing study is resumed with the candidates it recorded, looked up
+            in ``available`` (default: ``candidates``), whatever ``candidates`` are now.
         warm: extra hyperparameter dicts with a ``model`` key (e.g. the best on similar tasks),
             enqueued after the per-candidate defaults when the study is created.
         on_trial_finished: called in this worker with every trial it finishes (COMPLETE, PRUNED, FAIL).
@@ -107,47 +94,50 @@ def run_finetune(task: Task, candidates: Sequence[BankEntry], settings: Finetune
     module docstring.
     """
     candidates = list(candidates)
+    available = dict(available or {entry.name: entry for entry in candidates})
     space = check_search(settings, search_space, [entry.name for entry in candidates])
-    name = settings.study or default_study_name(task, candidates, search_space, settings)
-    study, created = open_study(name, open_storage(storage, settings), settings, seed)
+    optuna_study, created = open_study(study, open_storage(storage, settings), settings, seed)
     if created:
-        study.set_user_attr("candidates", [entry.name for entry in candidates])
-        study.set_user_attr("search_space", json.loads(json.dumps(search_space)))
-        study.set_user_attr("task", {"name": task.name, "fingerprint": task.fingerprint})
+        optuna_study.set_user_attr("candidates", [entry.name for entry in candidates])
+        optuna_study.set_user_attr("search_space", json.loads(json.dumps(search_space)))
+        optuna_study.set_user_attr("task", {"name": task.name, "fingerprint": task.fingerprint})
         if settings.warm_start:
-            warm_start(study, space, candidates, settings.default_hparams.as_dict(), warm)
+            warm_start(optuna_study, space, candidates, settings.default_hparams.as_dict(), warm)
     else:
-        candidates = join_study(study, candidates, search_space)
+        ranked = [entry.name for entry in candidates]
+        candidates = join_study(optuna_study, candidates, available, search_space)
+        if sorted(ranked) != sorted(entry.name for entry in candidates):
+            log.info("study %s: resumed with the candidates it was created with, %s (this ranking's top: %s)",
+                     study, [entry.name for entry in candidates], ranked)
         space = SearchSpace(search_space, [entry.name for entry in candidates])
-        log.info("study %s: resuming with %d trial(s) already in it", name, len(study.get_trials(deepcopy=False)))
+        started = [t for t in optuna_study.get_trials(deepcopy=False) if t.state != TrialState.WAITING]
+        log.info("study %s: resuming with %d trial(s) already run or running", study, len(started))
 
     run_dir = Path(run_dir)
     minutes = settings.time_budget_min
     budget = Budget(settings.n_trials, None if minutes is None else time.monotonic() + 60 * minutes,
                     poll_s=min(5.0, settings.heartbeat_interval), grace_period=settings.grace_period)
-    artifacts = Path(settings.artifacts_dir).expanduser().resolve() / storage_slug(storage) / name
-    objective = Objective(settings, seed, device, task, candidates, space, name, budget, run_dir, artifacts,
+    artifacts = Path(settings.artifacts_dir).expanduser().resolve() / storage_slug(storage) / study
+    objective = Objective(settings, seed, device, task, candidates, space, study, budget, run_dir, artifacts,
                           on_trial_finished)
-    log.info("study %s in %s: models %s, budget %s trials / %s min", name, redact_url(storage),
+    log.info("study %s in %s: models %s, budget %s trials / %s min", study, redact_url(storage),
              [entry.name for entry in candidates], settings.n_trials, minutes)
     with quiet_libraries(), torch_threads(settings.torch_threads):
-        while budget.wait_for_slot(study):
-            study.optimize(objective.objective, n_trials=1, catch=(Exception,), callbacks=[objective.after_trial],
-                           gc_after_trial=True)
-    return summarize_study(study, task, candidates, run_dir)
+        while budget.wait_for_slot(optuna_study):
+            optuna_study.optimize(objective.objective, n_trials=1, catch=(Exception,),
+                                  callbacks=[objective.after_trial], gc_after_trial=True)
+    return summarize_study(optuna_study, task, candidates, run_dir)
 
 
-def load_outcome(task: Task, candidates: Sequence[BankEntry], settings: FinetuneSettings,
-                 search_space: Mapping[str, Any], *, storage: str, run_dir: str | Path) -> FinetuneOutcome | None:
-    """The study :func:`run_finetune` would use, summarised without training (None: no such study yet).
-
-    Writes ``finetune.csv`` and exports the best trial to ``run_dir/best`` like a finished search.
-    """
-    candidates = list(candidates)
-    check_search(settings, search_space, [entry.name for entry in candidates])
-    name = settings.study or default_study_name(task, candidates, search_space, settings)
+def load_outcome(task: Task, available: Mapping[str, BankEntry], settings: FinetuneSettings,
+                 search_space: Mapping[str, Any], *, storage: str, run_dir: str | Path, study: str
+                 ) -> FinetuneOutcome | None:
+    """The study ``study``, summarised without training (None: no such study); its candidates are looked
+    up in ``available``. Writes ``finetune.csv`` and exports the best trial to ``run_dir/best`` like a
+    finished search."""
     try:
-        study = optuna.load_study(study_name=name, storage=open_storage(storage, settings))
+        optuna_study = optuna.load_study(study_name=study, storage=open_storage(storage, settings))
     except KeyError:
         return None
-    return summarize_study(study, task, join_study(study, candidates, search_space), Path(run_dir))
+    candidates = join_study(optuna_study, list(available.values()), available, search_space)
+    return summarize_study(optuna_study, task, candidates, Path(run_dir))

@@ -16,7 +16,7 @@ from optuna.distributions import (
 )
 
 from automl.finetune.attrs import MODEL_PARAM
-from automl.settings import HPARAM_NAMES, SettingsError
+from automl.settings import HPARAM_NAMES, FinetuneSettings, Hparams, SettingsError
 
 log = logging.getLogger(__name__)
 
@@ -97,3 +97,19 @@ def _distribution(spec: Mapping[str, Any], where: str) -> BaseDistribution:
                                step=int(spec.get("step") or 1))
     except (ValueError, TypeError) as exc:
         raise SettingsError(f"{where}: {exc}") from exc
+
+
+def check_search(settings: FinetuneSettings, search_space: Mapping[str, Any], models: Sequence[str]) -> SearchSpace:
+    """The parsed search space over ``models``, checked against the settings (before any work is done)."""
+    if not models:
+        raise SettingsError("finetune: no candidate models")
+    if len(set(models)) != len(models):
+        raise SettingsError(f"finetune: duplicate candidate names {list(models)}")
+    space = SearchSpace(search_space, models)
+    Hparams.from_mapping({**settings.default_hparams.as_dict(), **space.fixed}, where="search_space")
+    epochs = space.distributions.get("epochs")
+    planned = (epochs.choices if isinstance(epochs, CategoricalDistribution) else [epochs.high] if epochs
+               else [space.fixed.get("epochs", settings.default_hparams.epochs)])
+    if max(planned) > settings.max_epochs:
+        raise SettingsError(f"search_space.epochs reaches {max(planned)} > finetune.max_epochs={settings.max_epochs}")
+    return space

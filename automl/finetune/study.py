@@ -3,12 +3,9 @@ opening, joining and warm-starting it."""
 
 from __future__ import annotations
 
-import dataclasses
-import hashlib
 import json
 import logging
 import random
-import re
 import time
 import warnings
 from collections.abc import Mapping, Sequence
@@ -17,12 +14,12 @@ from typing import Any
 import optuna
 import sqlalchemy.exc
 
-from automl.bank import BankEntry, weights_digest
+from automl.bank import BankEntry
 from automl.config import SQLITE_TIMEOUT_S, storage_url
+from automl.errors import AutomlError
 from automl.finetune.attrs import MODEL_PARAM
 from automl.finetune.space import SearchSpace
 from automl.settings import FinetuneSettings
-from automl.tasks import Task
 
 try:  # optuna >= 4.9 names; older releases call the same callback RetryFailedTrialCallback
     from optuna.storages import RetryHeartbeatStaleTrialCallback as _RetryStale
@@ -57,23 +54,6 @@ def open_storage(url: str, settings: FinetuneSettings) -> optuna.storages.RDBSto
                 raise
             time.sleep(0.2 + random.random())
     raise AssertionError("unreachable")
-
-
-def default_study_name(task: Task, candidates: Sequence[BankEntry], space: Mapping[str, Any],
-                       settings: FinetuneSettings) -> str:
-    """``finetune-<task>-<12 hex>``: a digest of everything that gives a trial's value its meaning."""
-    key = {
-        "task": task.fingerprint,
-        "image_size": task.image_size,
-        "models": [[entry.name, weights_digest(entry)] for entry in candidates],
-        "space": space,
-        "defaults": settings.default_hparams.as_dict(),
-        "max_epochs": settings.max_epochs,
-        "limit_train_batches": settings.limit_train_batches,
-        "augment": dataclasses.asdict(settings.augment),
-    }
-    digest = hashlib.sha256(json.dumps(key, sort_keys=True, default=str).encode()).hexdigest()[:12]
-    return f"finetune-{re.sub(r'[^A-Za-z0-9_.-]+', '_', task.name)}-{digest}"
 
 
 def _sampler(kind: str, seed: int | None) -> optuna.samplers.BaseSampler:
@@ -113,21 +93,22 @@ def open_study(name: str, storage: optuna.storages.RDBStorage, settings: Finetun
                                  pruner=pruner), False
 
 
-def join_study(study: optuna.Study, candidates: Sequence[BankEntry], space: Mapping[str, Any]) -> list[BankEntry]:
-    """Check a loaded study was made for the same candidates and space; return them in its order."""
+def join_study(study: optuna.Study, candidates: Sequence[BankEntry], available: Mapping[str, BankEntry],
+               space: Mapping[str, Any]) -> list[BankEntry]:
+    """The candidates a loaded study recorded (looked up in ``available``), after checking it searches the
+    same space; ``candidates`` when its creator died before recording them."""
     attrs = study.user_attrs
     recorded = attrs.get("candidates")
-    if recorded is None:  # its creator died before recording them
+    if recorded is None:
         return list(candidates)
-    names = [entry.name for entry in candidates]
-    if sorted(recorded) != sorted(names):
-        raise ValueError(f"study {study.study_name!r} searches models {recorded}, but this run's candidates are "
-                         f"{names}; use the same bank/top_k or another finetune.study")
     if attrs.get("search_space") != json.loads(json.dumps(space)):
-        raise ValueError(f"study {study.study_name!r} was created with search space {attrs.get('search_space')}, "
-                         f"not {space}; use the same search_space or another finetune.study")
-    by_name = {entry.name: entry for entry in candidates}
-    return [by_name[name] for name in recorded]
+        raise AutomlError(f"study {study.study_name!r} was created with search space {attrs.get('search_space')}, "
+                          f"not {space}; use the same search_space or another finetune.study")
+    gone = [name for name in recorded if name not in available]
+    if gone:
+        raise AutomlError(f"study {study.study_name!r} searches models {recorded}, of which {gone} are not in this "
+                          "bank; use the same bank or another finetune.study")
+    return [available[name] for name in recorded]
 
 
 def warm_start(study: optuna.Study, space: SearchSpace, candidates: Sequence[BankEntry],

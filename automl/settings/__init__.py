@@ -11,7 +11,7 @@ from automl.settings.checks import SettingsError
 from automl.settings.finetuning import HPARAM_NAMES, AugmentSettings, FinetuneSettings, Hparams
 from automl.settings.ranking import (
     BankSettings,
-    PriorSettings,
+    PredictorSettings,
     ProbeSettings,
     RankSettings,
     TaskSettings,
@@ -30,6 +30,6 @@ from automl.settings.runs import (
 
 __all__ = [
     "HPARAM_NAMES", "META_TARGETS", "STAGES", "AugmentSettings", "AutomlSettings", "BankSettings", "BenchRunSettings",
-    "BenchSettings", "FinetuneSettings", "Hparams", "OracleSettings", "PaperSettings", "PriorSettings",
+    "BenchSettings", "FinetuneSettings", "Hparams", "OracleSettings", "PaperSettings", "PredictorSettings",
     "ProbeSettings", "RankSettings", "RunSettings", "SettingsError", "TaskSettings", "task_name",
 ]

@@ -61,6 +61,7 @@ class BankSettings:
     models: list[dict[str, Any]] | None = None  # inline entries (format: README, "Using your own bank")
     dir: str | None = None  # folder with bank.yaml; paths in it are relative to it
     build: str | None = field(default=None, metadata=rule(choices=(None, *BANK_BUILDERS)))  # build it if missing
+    on_error: str = field(default="skip", metadata=rule(choices=("skip", "error")))  # an entry that fails to load
 
     def __post_init__(self) -> None:
         check_fields(self, "bank")
@@ -90,14 +91,14 @@ class ProbeSettings:
 
 # --------------------------------------------------------------------------------------------- rank
 @dataclass
-class PriorSettings:
-    """How the prior predictor turns scores into an accuracy (automl/predictor.py)."""
+class PredictorSettings:
+    """The accuracy predictor (automl.predictor): which regression, and what its interval holds."""
 
-    logits_per_z: float = field(default=1.6, metadata=rule(ge=0))  # logit shift per bank std of the primary
-    plasticity: float = field(default=0.0, metadata=rule(ge=0))  # weight of PARC's depth/50 term (1 = paper)
+    kind: str = field(default="ridge", metadata=rule(choices=("ridge", "boosting")))
+    coverage: float = field(default=0.8, metadata=rule(gt=0, lt=1))  # central share of held-out errors
 
     def __post_init__(self) -> None:
-        check_fields(self, "rank.prior")
+        check_fields(self, "rank.predictor")
 
 
 @dataclass
@@ -105,11 +106,10 @@ class RankSettings:
     """Probe features → transferability scores → predicted fine-tuned accuracy."""
 
     scores: list[str] | None = None  # null: every score in automl.transferability.available()
-    primary: str = "parc"  # the score the prior combines with the linear-probe accuracy
     options: dict[str, dict[str, Any]] = field(default_factory=dict)  # per-score keyword options
     batch_size: int = field(default=64, metadata=rule(integer=True, ge=1))  # feature extraction
     show: int = field(default=10, metadata=rule(integer=True, ge=1))  # rows of the console table
-    prior: PriorSettings = field(default_factory=PriorSettings)
+    predictor: PredictorSettings = field(default_factory=PredictorSettings)
 
     def __post_init__(self) -> None:
         check_fields(self, "rank")
@@ -120,9 +120,6 @@ class RankSettings:
         if unknown:
             raise SettingsError(f"rank.scores/rank.options: unknown score(s) {unknown}; available: "
                                 f"{', '.join(names)}")
-        if self.primary not in self.score_names:
-            raise SettingsError(f"rank.primary={self.primary!r} is not among the computed scores "
-                                f"{self.score_names}")
 
     @property
     def score_names(self) -> list[str]:

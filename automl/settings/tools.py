@@ -43,6 +43,18 @@ class HistorySettings:
 
 
 @dataclass
+class ExportSettings:
+    """``python -m automl.export``: a deployable copy of an exported model."""
+
+    model: str = "???"  # an exported model folder (<run>/best)
+    format: str = field(default="onnx", metadata=rule(choices=("onnx",)))
+    opset: int = field(default=18, metadata=rule(integer=True, ge=13))  # ONNX opset version
+
+    def __post_init__(self) -> None:
+        check_fields(self, "")
+
+
+@dataclass
 class DemoBankSettings:
     """``python -m automl.bank.demo``: build the offline demo bank."""
 

@@ -29,7 +29,8 @@ class Candidate:
     same z-scored across the whole bank on this task (:func:`zscore_bank`; missing = the bank mean);
     ``model_meta``: ``num_params``, ``depth``, ``mflops``, ``source_num_images``, ``num_classes`` (of the
     checkpoint's head, 0 = headless); ``task_meta``:
-    ``num_classes``, ``num_train``, ``image_side`` (pixels). Missing meta-features are allowed.
+    ``num_classes``, ``num_train``, ``image_side`` (pixels), and ``bank_mean_linear``/``bank_mean_knn``,
+    the whole bank's mean probe accuracies (:func:`bank_candidates`). Missing meta-features are allowed.
     """
 
     model_name: str
@@ -74,8 +75,15 @@ def bank_candidates(scores: Mapping[str, Mapping[str, float]], model_meta: Mappi
         raise ValueError(f"scores and model_meta name different models: {sorted(set(scores) ^ set(model_meta))}")
     names = list(scores)
     z = zscore_bank([scores[name] for name in names])
-    return [Candidate(name, dict(scores[name]), z_i, dict(model_meta[name]), dict(task_meta))
+    context = {**task_meta, **{f"bank_mean_{score}": _mean(scores[name].get(score) for name in names)
+                               for score in LEVEL_SCORES}}
+    return [Candidate(name, dict(scores[name]), z_i, dict(model_meta[name]), dict(context))
             for name, z_i in zip(names, z, strict=True)]
+
+
+def _mean(values) -> float:
+    finite = [v for v in (_finite(value) for value in values) if math.isfinite(v)]
+    return float(np.mean(finite)) if finite else math.nan
 
 
 def to_level(accuracy: np.ndarray, chance: np.ndarray) -> np.ndarray:
@@ -103,13 +111,15 @@ def bank_features(candidates: Sequence[Candidate], score_names: Sequence[str]) -
     chance = np.array([c.chance for c in candidates])
     z = np.array([[_or_zero(c.scores_z.get(name)) for name in score_names] for c in candidates]).reshape(
         len(candidates), len(score_names))
-    levels = []
+    levels, bank_levels = [], []
     for name in LEVEL_SCORES:
         raw = np.array([_finite(c.scores.get(name)) for c in candidates])
-        bank_mean = np.nanmean(raw) if np.isfinite(raw).any() else chance.mean()
+        # The whole bank's mean, as bank_candidates recorded it (a history holds only the fine-tuned models).
+        bank_mean = np.array([_finite(c.task_meta.get(f"bank_mean_{name}")) for c in candidates])
+        bank_mean = np.where(np.isfinite(bank_mean), bank_mean, np.nanmean(raw) if np.isfinite(raw).any() else chance)
         levels.append(to_level(np.where(np.isfinite(raw), raw, bank_mean), chance))
-    levels = np.stack(levels, axis=1)
-    bank_levels = np.broadcast_to(levels.mean(axis=0), levels.shape)
+        bank_levels.append(to_level(bank_mean, chance))
+    levels, bank_levels = np.stack(levels, axis=1), np.stack(bank_levels, axis=1)
     meta = np.array([_meta(c) for c in candidates])
     return np.concatenate([z, levels, bank_levels, meta], axis=1)
 

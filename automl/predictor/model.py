@@ -19,7 +19,7 @@ from sklearn.model_selection import GroupKFold
 from sklearn.pipeline import Pipeline, make_pipeline
 from sklearn.preprocessing import StandardScaler
 
-from automl.accuracy.features import from_level
+from automl.predictor.features import from_level
 
 KINDS = ("ridge", "boosting")
 

@@ -35,6 +35,7 @@ from automl.pixels import normalize
 
 WEIGHTS_FILE = "model.safetensors"
 CONFIG_FILE = "config.json"
+TEST_PATHS_FILE = "test_paths.txt"  # the task's test images, one path per line (what test_accuracy was measured on)
 FORMAT_VERSION = 1
 EVAL_BATCH_SIZE = 64  # the search's test evaluation and automl.predict's default: identical batches
 _DATA_KEYS = ("input_size", "mean", "std", "interpolation", "crop_pct", "crop_mode")
@@ -70,8 +71,10 @@ def save_weights(state: Mapping[str, torch.Tensor], path: str | os.PathLike) -> 
     return path
 
 
-def export_model(out_dir: str | os.PathLike, weights: str | os.PathLike, config: Mapping[str, Any]) -> Path:
-    """Write ``out_dir/{model.safetensors, config.json}`` from a trial's weights file and its config.
+def export_model(out_dir: str | os.PathLike, weights: str | os.PathLike, config: Mapping[str, Any],
+                 test_paths: Iterable[str | os.PathLike] = ()) -> Path:
+    """Write ``out_dir/{model.safetensors, config.json, test_paths.txt}`` from a trial's weights file, its
+    config and the task's test images.
 
     ``config`` must hold ``arch, kwargs, num_classes, classes, data_config`` (keys in ``_DATA_KEYS``)
     and may hold anything JSON-serialisable besides (provenance, hparams, accuracies). Concurrent
@@ -90,6 +93,7 @@ def export_model(out_dir: str | os.PathLike, weights: str | os.PathLike, config:
         with atomic_path(out_dir / WEIGHTS_FILE) as tmp:
             tmp.write_bytes(Path(weights).read_bytes())
         config["weights_sha256"] = file_sha256(out_dir / WEIGHTS_FILE)
+        atomic_write_text(out_dir / TEST_PATHS_FILE, "".join(f"{path}\n" for path in test_paths))
         atomic_write_text(out_dir / CONFIG_FILE, json.dumps(_jsonable(config), indent=2) + "\n")
     return out_dir
 

@@ -1,0 +1,13 @@
+"""Transferability scores + meta-features → predicted fine-tuned accuracy (percent) with an 80% interval.
+
+:mod:`.features` (what the model sees), :mod:`.model` (the regression and its intervals), :mod:`.shipped`
+(the meta-benchmark records it is trained on), :mod:`.predictor` (cold start, refined by the user's
+history), :mod:`.calibration` (whether the history helps).
+"""
+
+from automl.predictor.calibration import format_calibration, leave_one_task_out
+from automl.predictor.features import Candidate, bank_candidates, zscore_bank
+from automl.predictor.predictor import AccuracyPredictor, Prediction, comparable_transfers
+
+__all__ = ["AccuracyPredictor", "Candidate", "Prediction", "bank_candidates", "comparable_transfers",
+           "format_calibration", "leave_one_task_out", "zscore_bank"]

@@ -1,0 +1,91 @@
+"""The meta-benchmark's shipped records (``automl/data/metabench``, written by
+``python -m automl.bench bench.mode=build``): 4 banks x 9 targets x 5 probe seeds of transferability
+scores next to the fine-tuned (oracle) accuracy, read as *cells* — one bank on one target with one probe
+set. They train the cold-start accuracy model and are what ``python -m automl.bench`` judges rankings on.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import math
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from automl.errors import AutomlError
+from automl.predictor.features import Candidate, bank_candidates, bank_features
+
+DATA_DIR = Path(__file__).resolve().parent.parent / "data" / "metabench"
+FILES = ("models.csv", "targets.csv", "oracle.csv", "scores.csv", "recipe.json")
+MODEL_META = ("num_params", "depth", "mflops", "source_num_images", "source_num_classes", "num_classes",
+              "source_accuracy")
+
+
+@dataclass
+class Cell:
+    """One bank on one target with one probe set: its models, their scores and oracle accuracies."""
+
+    bank: str
+    target: str
+    seed: int
+    candidates: list[Candidate]
+    oracle: np.ndarray  # [N] test accuracy (percent) of the fixed recipe
+    features: np.ndarray = field(default_factory=lambda: np.empty(0))  # [N, F] accuracy-model features
+
+    @property
+    def chance(self) -> np.ndarray:
+        return np.array([c.chance for c in self.candidates])
+
+
+@dataclass
+class MetaData:
+    cells: list[Cell]
+    score_names: list[str]
+    banks: list[str]
+    targets: list[str]
+    models: dict[str, dict]  # model -> models.csv row
+    recipe: dict
+
+
+def load_meta(folder: str | Path | None = None) -> MetaData:
+    """The meta-benchmark's data files in ``folder`` (default: the shipped copy) as cells."""
+    folder = Path(folder) if folder is not None else DATA_DIR
+    try:
+        models = {row["model"]: row for row in _read(folder / "models.csv")}
+        targets = {row["target"]: row for row in _read(folder / "targets.csv")}
+        oracle = {(row["model"], row["target"]): float(row["test_accuracy"]) for row in _read(folder / "oracle.csv")}
+        score_rows = _read(folder / "scores.csv")
+        recipe = json.loads((folder / "recipe.json").read_text())
+    except (OSError, KeyError, ValueError, IndexError) as exc:
+        raise AutomlError(f"{folder}: not meta-benchmark data ({type(exc).__name__}: {exc}); build it with "
+                          "python -m automl.bench bench.mode=build") from exc
+    score_names = sorted(c for c in score_rows[0] if c not in ("bank", "model", "target", "seed")
+                         and not c.startswith("ms_"))
+    grouped: dict[tuple[str, str, int], dict[str, dict[str, float]]] = {}
+    for row in score_rows:
+        key = (row["bank"], row["target"], int(row["seed"]))
+        grouped.setdefault(key, {})[row["model"]] = {n: _number(row[n]) for n in score_names}
+    cells = []
+    for (bank, target, seed), scores in grouped.items():
+        meta = {m: {k: _number(models[m][k]) for k in MODEL_META} for m in scores}
+        task = {k: _number(targets[target][k]) for k in ("num_classes", "num_train", "image_side")}
+        candidates = bank_candidates(scores, meta, task)
+        cell = Cell(bank, target, seed, candidates, np.array([oracle[(m, target)] for m in scores]))
+        cell.features = bank_features(candidates, score_names)
+        cells.append(cell)
+    return MetaData(cells, score_names, sorted({c.bank for c in cells}), sorted({c.target for c in cells}), models,
+                    recipe)
+
+
+def _read(path: Path) -> list[dict[str, str]]:
+    with path.open(newline="") as handle:
+        return list(csv.DictReader(handle))
+
+
+def _number(text: str) -> float:
+    try:
+        return float(text)
+    except (TypeError, ValueError):
+        return math.nan
