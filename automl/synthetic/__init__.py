@@ -30,54 +30,8 @@ scipy and matplotlib. Class names are also folder names (:func:`automl.tasks.mat
 writes ``<split>/<class>/``), so the newer generators name characters by their Unicode names.
 """
 
-from __future__ import annotations
-
-from collections.abc import Callable
-from dataclasses import dataclass
-
-import numpy as np
-from PIL import Image
-
-SIZE = 32  # side of every generated image, in pixels (digits keep their native 8x8)
-
-
-@dataclass(frozen=True)
-class SyntheticDataset:
-    """A generated labelled dataset: ``images[i]`` (RGB or L PIL image) has class ``classes[labels[i]]``."""
-
-    images: list[Image.Image]
-    labels: np.ndarray  # [N] int64, indices into classes
-    classes: tuple[str, ...]
-
-
-Maker = Callable[[np.random.Generator], SyntheticDataset]
-_REGISTRY: dict[str, tuple[str, Maker]] = {}  # name -> (kind, maker)
-
-
-def register(kind: str) -> Callable[[Maker], Maker]:
-    """Decorator: register ``_make_<name>`` as dataset ``name`` of ``kind`` ("target" or "source")."""
-
-    def wrap(make: Maker) -> Maker:
-        _REGISTRY[make.__name__.removeprefix("_make_")] = (kind, make)
-        return make
-
-    return wrap
-
-
-def available(kind: str | None = None) -> list[str]:
-    """Names of the generators, optionally only ``kind="target"`` or ``kind="source"``."""
-    return sorted(name for name, (gen_kind, _) in _REGISTRY.items() if kind in (None, gen_kind))
-
-
-def generate(name: str, seed: int = 0) -> SyntheticDataset:
-    """Generate dataset ``name`` deterministically from ``seed``."""
-    if name not in _REGISTRY:
-        raise ValueError(f"unknown builtin dataset {name!r}; available: {', '.join(available())}")
-    return _REGISTRY[name][1](np.random.default_rng(seed))
-
-
-# The generator modules register themselves on import and need the names above, hence imported last.
-from automl.synthetic import (  # noqa: E402, F401
+# Importing the generator modules registers their datasets.
+from automl.synthetic import (  # noqa: F401
     sources,
     sources_stimuli,
     targets,
@@ -85,5 +39,6 @@ from automl.synthetic import (  # noqa: E402, F401
     targets_real,
     targets_text,
 )
+from automl.synthetic.registry import SIZE, SyntheticDataset, available, generate, register
 
 __all__ = ["SIZE", "SyntheticDataset", "available", "generate", "register"]

@@ -15,7 +15,7 @@ import numpy as np
 from PIL import Image, ImageDraw, ImageFont
 from scipy import ndimage
 
-from automl.synthetic import SIZE, SyntheticDataset
+from automl.synthetic.registry import SIZE, SyntheticDataset
 
 LUMINANCE = np.array([0.299, 0.587, 0.114])  # ITU-R BT.601 weights: RGB -> perceived brightness
 

@@ -8,7 +8,6 @@ import numpy as np
 from PIL import Image
 from scipy import ndimage
 
-from automl.synthetic import SIZE, SyntheticDataset, register
 from automl.synthetic.draw import (
     add_noise,
     blend,
@@ -19,6 +18,7 @@ from automl.synthetic.draw import (
     random_colors,
     stix_fonts,
 )
+from automl.synthetic.registry import SIZE, SyntheticDataset, register
 
 _TEXTURES = (
     "stripes_horizontal", "stripes_vertical", "stripes_diagonal", "stripes_antidiagonal", "checker",

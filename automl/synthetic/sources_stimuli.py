@@ -5,8 +5,8 @@ from __future__ import annotations
 
 import numpy as np
 
-from automl.synthetic import SIZE, SyntheticDataset, register
 from automl.synthetic.draw import LUMINANCE, add_noise, blend, downsample, random_colors, smooth_noise
+from automl.synthetic.registry import SIZE, SyntheticDataset, register
 
 _ORIENTATIONS = (0, 30, 60, 90, 120, 150)  # bar angle, degrees counter-clockwise from horizontal
 _BANDS = {"low": (1.5, 3.0), "mid": (4.0, 6.5), "high": (8.5, 12.0)}  # cycles per image (Nyquist: 16)

@@ -5,8 +5,8 @@ from __future__ import annotations
 import numpy as np
 from PIL import Image, ImageDraw
 
-from automl.synthetic import SIZE, SyntheticDataset, register
 from automl.synthetic.draw import add_noise, blend, glyph_dataset, random_colors
+from automl.synthetic.registry import SIZE, SyntheticDataset, register
 
 
 @register("target")

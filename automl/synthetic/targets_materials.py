@@ -12,8 +12,8 @@ import numpy as np
 from PIL import Image, ImageDraw
 from scipy import ndimage
 
-from automl.synthetic import SIZE, SyntheticDataset, register
 from automl.synthetic.draw import add_noise, blend, downsample, fbm, normalize, random_colors, smooth_noise
+from automl.synthetic.registry import SIZE, SyntheticDataset, register
 
 CANVAS = 2 * SIZE  # pixels
 

@@ -10,8 +10,8 @@ from typing import NamedTuple
 import numpy as np
 from PIL import Image
 
-from automl.synthetic import SIZE, SyntheticDataset, register
 from automl.synthetic.draw import add_noise, mpl_data
+from automl.synthetic.registry import SIZE, SyntheticDataset, register
 
 # 3x3 grid cells of grace_hopper.jpg (512 wide, 600 high), row by row, named by what they mostly show.
 _SCENES = ("flag_stars", "cap", "backdrop", "flag_stripes", "face", "backdrop_shoulder",

@@ -11,8 +11,8 @@ from pathlib import Path
 import numpy as np
 from PIL import ImageFont
 
-from automl.synthetic import SyntheticDataset, register
 from automl.synthetic.draw import char_name, dejavu_fonts, font_file, glyph_dataset, render_glyph
+from automl.synthetic.registry import SyntheticDataset, register
 
 # class name -> face: three sans, three serif-like (one italic), two monospaced, from three font families.
 FACES = {
