@@ -27,7 +27,7 @@ lint: install
 	$(PY) -m ruff format --check automl tests bench
 
 bench: install
-	for script in bench/*.py; do $(PY) $$script || exit 1; done
+	for script in bench/[!_]*.py; do $(PY) $$script || exit 1; done
 
 clean:
 	rm -rf outputs multirun .pytest_cache .ruff_cache

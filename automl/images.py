@@ -14,10 +14,10 @@ import os
 import warnings
 from pathlib import Path
 
-import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
 
 from automl.errors import AutomlError
+from automl.onnx_predict import to_rgb  # one decoding for automl and its torch-free ONNX predictor
 
 MAX_PIXELS = 89_478_485  # PIL's own decompression-bomb threshold (Image.MAX_IMAGE_PIXELS)
 Image.MAX_IMAGE_PIXELS = None  # checked here, against the caller's limit, with the file named
@@ -30,22 +30,6 @@ class BadImageError(AutomlError):
 
 def is_image_file(path: str | os.PathLike) -> bool:
     return str(path).lower().endswith(IMAGE_EXTENSIONS)
-
-
-def _to_rgb(image: Image.Image) -> Image.Image:
-    if image.mode in ("I;16", "I;16B", "I;16L", "I;16N", "I", "F"):
-        # 16/32-bit grey: scale the full range of the type to 8 bits rather than clipping.
-        values = np.asarray(image, dtype=np.float64)
-        high = 65535.0 if image.mode.startswith("I;16") or values.max() > 255 else 255.0
-        if image.mode == "F":
-            high = max(float(values.max()), 1e-12)
-        image = Image.fromarray(np.clip(values / high * 255.0 + 0.5, 0, 255).astype(np.uint8), mode="L")
-    if image.mode == "P":
-        image = image.convert("RGBA")
-    if image.mode in ("LA", "RGBA", "La", "RGBa"):
-        background = Image.new("RGBA", image.size, (255, 255, 255, 255))
-        image = Image.alpha_composite(background, image.convert("RGBA"))
-    return image.convert("RGB")
 
 
 def load_image(path: str | os.PathLike, max_pixels: int = MAX_PIXELS) -> Image.Image:
@@ -74,7 +58,7 @@ def decode_image(data: bytes, path: str | os.PathLike, max_pixels: int = MAX_PIX
                                         f"limit of {max_pixels} (task.max_image_pixels)")
                 image.load()
                 image = ImageOps.exif_transpose(image)
-                return _to_rgb(image)
+                return to_rgb(image)
     except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as exc:
         if isinstance(exc, BadImageError):
             raise

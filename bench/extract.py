@@ -6,23 +6,23 @@
    pre-made tensors of the same batch size. Goal: pipeline >= 90% of raw. N = 500 (the probe budget)
    includes the fixed per-model cost (checkpoint load, first-run kernel setup: ~20 ms, large next to a
    tiny model's forward); a larger N (the probe images repeated) shows the per-image overhead.
-   Ratios are medians of back-to-back pairs; throughputs medians of the runs. ``--full-size`` adds a
+   Ratios are medians of back-to-back pairs; throughputs medians of the runs. ``full_size`` adds a
    randomly initialised resnet18 at its own 224 px (a bank checkpoint of a common size, 1000-class head):
    there the fixed per-model cost is small next to the forward and the per-image resize is a PIL upscale.
 2. Cache: ``extract_bank`` over the whole bank with an empty cache (cold) versus a re-run (warm).
    Goal: warm < 5% of cold.
 
-    python bench/extract.py [--bank-dir DIR] [--repeats 5] [--batch-size 64] [--sizes 500 4000] [--no-full-size]
+    python bench/extract.py [bank_dir=DIR] [repeats=5] [batch_size=64] [sizes=[500,4000]] [full_size=false]
 """
 
 from __future__ import annotations
 
-import argparse
 import functools
 import os
 import statistics
 import tempfile
 import time
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -30,11 +30,12 @@ import safetensors.torch
 import timm
 import torch
 import yaml
+from _settings import parse
 from rich.console import Console
 from rich.table import Table
 
-from automl import bank as bank_module
 from automl.bank import create_model, load_bank, resolve_data_config
+from automl.bank import weights as bank_weights
 from automl.features import extract_bank, extract_features
 from automl.images import load_image
 from automl.probe import sample_probe
@@ -97,24 +98,25 @@ def cache_speedup(bank, task, probe, repeats: int, batch_size: int, table: Table
         for i in range(repeats):
             run = functools.partial(extract_bank, bank, task, probe, Path(scratch) / f"run{i}", batch_size=batch_size)
             for times in (cold, warm):
-                bank_module._file_sha256.cache_clear()  # hash the weight files again, as a fresh process would
+                bank_weights._file_sha256.cache_clear()  # hash the weight files again, as a fresh process would
                 times.append(timed(run))
     table.add_row(f"whole bank ({len(bank)} models), warm re-run", f"{statistics.median(warm):.3f} s warm",
                   f"{statistics.median(cold):.2f} s cold", f"{100 * paired_ratio(warm, cold):.1f}%", "< 5%")
 
 
-def main() -> None:
-    default_bank = Path(os.environ.get("AUTOML_CACHE_DIR", "outputs/cache")) / "banks" / "demo"
-    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--bank-dir", type=Path, default=default_bank)
-    parser.add_argument("--repeats", type=int, default=5)
-    parser.add_argument("--batch-size", type=int, default=64)
-    parser.add_argument("--sizes", type=int, nargs="+", default=[500, 4000], help="images per throughput run")
-    parser.add_argument("--full-size", action=argparse.BooleanOptionalAction, default=True,
-                        help="also resnet18 at 224 px on the first size (~1 min)")
-    args = parser.parse_args()
+@dataclass
+class Settings:
+    bank_dir: str = str(Path(os.environ.get("AUTOML_CACHE_DIR", "outputs/cache")) / "banks" / "demo")
+    repeats: int = 5
+    batch_size: int = 64
+    sizes: list[int] = field(default_factory=lambda: [500, 4000])  # images per throughput run
+    full_size: bool = True  # also resnet18 at 224 px on the first size (~1 min)
 
-    bank = load_bank(BankSettings(name="demo", dir=str(args.bank_dir), build="demo"), args.bank_dir.parent.parent)
+
+def main() -> None:
+    args = parse(Settings, __doc__)
+    bank_dir = Path(args.bank_dir)
+    bank = load_bank(BankSettings(name="demo", dir=str(bank_dir), build="demo"), bank_dir.parent.parent)
     with tempfile.TemporaryDirectory() as data_dir:
         task = load_task(TaskSettings(name="shapes", builtin="shapes"), data_dir)
         probe = sample_probe(task.splits["train"].labels, ProbeSettings(budget=500))

@@ -1,7 +1,7 @@
 """Time every transferability score against a straightforward transcription of its reference code.
 
     python bench/scores.py                       # N = 500, D in {64, 512, 2048}, C in {10, 100}
-    python bench/scores.py --scores parc knn --repeats 3
+    python bench/scores.py [scores=[parc,knn]] [repeats=3]
 
 For each case the table gives the median wall time per call of ``automl.transferability.score`` and of
 the naive version below (both single-threaded: the library limits BLAS/OpenMP to one thread itself,
@@ -16,15 +16,16 @@ three terms combined per model as the library documents (automl/transferability/
 
 from __future__ import annotations
 
-import argparse
 import statistics
 import time
 import warnings
 from collections.abc import Callable
+from dataclasses import dataclass, field
 from functools import partial
 
 import numpy as np
 import scipy.stats
+from _settings import parse
 from rich.console import Console
 from rich.table import Table
 from scipy import linalg
@@ -294,11 +295,17 @@ def median_ms(fn: Callable[[], float], repeats: int) -> tuple[float, float]:
     return statistics.median(times), value
 
 
+@dataclass
+class Settings:
+    scores: list[str] = field(default_factory=available)  # the scores to time
+    repeats: int = 7  # timed calls per measurement
+
+
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--scores", nargs="+", default=available(), choices=available())
-    parser.add_argument("--repeats", type=int, default=7, help="timed calls per measurement (default 7)")
-    args = parser.parse_args()
+    args = parse(Settings, __doc__)
+    unknown = sorted(set(args.scores) - set(available()))
+    if unknown:
+        raise SystemExit(f"scores={unknown}: unknown; available: {available()}")
     warnings.filterwarnings("ignore", category=ConvergenceWarning)
 
     table = Table(title=f"transferability scores, N = {N}, median ms per call (single-threaded)")

@@ -69,8 +69,12 @@ def forward_mflops(model: nn.Module, input_size: tuple[int, int, int]) -> float:
     (counted by torch's FlopCounterMode; the model may live on the meta device)."""
     device = next(model.parameters()).device
     head = model.get_classifier() if hasattr(model, "get_classifier") else None
+    training = model.training
     model.eval()  # batch norm on a batch of one
-    with FlopCounterMode(display=False) as counter, torch.no_grad():
-        tokens = model.forward_features(torch.zeros(1, *input_size, device=device))
-        model.forward_head(tokens, pre_logits=True) if isinstance(head, nn.Module) else None
+    try:
+        with FlopCounterMode(display=False) as counter, torch.no_grad():
+            tokens = model.forward_features(torch.zeros(1, *input_size, device=device))
+            model.forward_head(tokens, pre_logits=True) if isinstance(head, nn.Module) else None
+    finally:
+        model.train(training)
     return counter.get_total_flops() / 1e6
