@@ -127,7 +127,7 @@ class AccuracyPredictor:
 
     def __init__(self, settings: PredictorSettings | None = None, data_dir: str | Path | None = None):
         self.settings = settings or PredictorSettings()
-        self.data_dir = str(data_dir or DATA_DIR)
+        self.data_dir = str(data_dir or self.settings.data or DATA_DIR)
         self.source_ = "meta-benchmark"
         self.n_records_ = self.n_tasks_ = 0
         self.calibration_: dict | None = None

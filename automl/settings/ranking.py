@@ -94,8 +94,9 @@ class ProbeSettings:
 class PredictorSettings:
     """The accuracy predictor (automl.predictor): which regression, and what its interval holds."""
 
-    kind: str = field(default="ridge", metadata=rule(choices=("ridge", "boosting")))
+    kind: str = field(default="boosting", metadata=rule(choices=("ridge", "boosting")))
     coverage: float = field(default=0.8, metadata=rule(gt=0, lt=1))  # central share of held-out errors
+    data: str | None = None  # a meta-benchmark data folder to learn from; null: the one the package ships
 
     def __post_init__(self) -> None:
         check_fields(self, "rank.predictor")
