@@ -203,11 +203,9 @@ def _calibrate(settings: AutomlSettings, history: History, console: Console) -> 
 
 
 def _test_predictions(outcome) -> np.ndarray | None:
-    """The class the best trial gave each test image, as its fit measured it (None: not on this machine)."""
-    best = outcome.best if outcome is not None else None
-    if best is None or best.test_predictions is None or not best.test_predictions.is_file():
-        return None
-    return np.load(best.test_predictions)
+    """The class the exported model gave each test image, as its fit measured it (None: not on this machine)."""
+    path = outcome.test_predictions if outcome is not None else None
+    return np.load(path) if path is not None and path.is_file() else None
 
 
 def _summary(ranking: Ranking | None, outcome, seconds: dict[str, float], run_dir: Path) -> Table:
@@ -229,7 +227,8 @@ def _summary(ranking: Ranking | None, outcome, seconds: dict[str, float], run_di
     best = outcome.best if outcome is not None else None
     captions = [f"skipped {name}: {reason.splitlines()[0]}" for name, reason in ranking.failed.items()]
     if best is not None:
-        captions.append(f"best: {best.model} — test accuracy {best.test_accuracy:.1f}% → {outcome.best_dir}")
+        refit = " (refit on train + val)" if outcome.refit is not None else ""
+        captions.append(f"best: {best.model}{refit} — test accuracy {outcome.test_accuracy:.1f}% → {outcome.best_dir}")
     captions.append("time: " + ", ".join(f"{name} {secs:.0f}s" for name, secs in seconds.items()))
     table.caption = "\n".join(captions)
     return table

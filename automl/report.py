@@ -210,7 +210,9 @@ def write_report(run_dir: Path, ranking: Ranking, *, outcome=None, stage_seconds
     if best is not None:
         sections += [
             f"**Best model: `{best.model}`** — validation accuracy {_pct(best.val_accuracy)}%, "
-            f"test accuracy {_pct(best.test_accuracy)}% (trial {best.number}). "
+            f"test accuracy {_pct(outcome.test_accuracy)}% (trial {best.number}"
+            + (f", then retrained on train + val: the trial alone reached {_pct(best.test_accuracy)}%"
+               if outcome.refit is not None else "") + "). "
             f"Exported to `{outcome.best_dir}`; use it with "
             f"`python -m automl.predict model={outcome.best_dir} images=<folder or file>`.",
             "",
@@ -258,11 +260,19 @@ def write_report(run_dir: Path, ranking: Ranking, *, outcome=None, stage_seconds
                      f"{states['FAIL']} failed trials.", ""]
         hparam_names = sorted({k for t in trials for k in t.hparams})
         sections.append(markdown_table(
-            ["trial", "model", "state", "val %", "test %", "epochs", "seconds",
+            ["trial", "model", "state", "val %", "test %", "epochs", "seconds", "GFLOP", "stopped",
              *(f"planned_{k}" if k == "epochs" else k for k in hparam_names)],
             [[t.number, t.model, t.state, _pct(t.val_accuracy), _pct(t.test_accuracy), t.epochs, f"{t.seconds:.0f}",
-              *(_fmt_param(t.hparams.get(k)) for k in hparam_names)] for t in trials],
+              _gflop(t.train_gflop), t.stopped, *(_fmt_param(t.hparams.get(k)) for k in hparam_names)]
+             for t in trials],
         ))
+        if outcome.refit is not None:
+            refit = outcome.refit
+            sections += ["", f"Refit: trial {refit.trial} retrained on train + val for {refit.epochs} epochs: test "
+                             f"{_pct(refit.test_accuracy)}%, {refit.seconds:.0f} s, {_gflop(refit.train_gflop)} GFLOP."]
+        spent = sum(t.train_gflop or 0.0 for t in trials) + (outcome.refit.train_gflop if outcome.refit else 0.0)
+        sections += ["", f"Compute of the search{' and the refit' if outcome.refit else ''}: {_gflop(spent)} GFLOP "
+                         "(training images x forward FLOPs x 3)."]
         failures = [t for t in trials if t.state == "FAIL" and t.fail_reason]
         if failures:
             sections += ["", "Failed trials:", ""] + [f"- trial {t.number}: {t.fail_reason}" for t in failures]
@@ -289,6 +299,10 @@ def write_report(run_dir: Path, ranking: Ranking, *, outcome=None, stage_seconds
     path = run_dir / "report.md"
     atomic_write_text(path, "\n".join(sections) + "\n")
     return path
+
+
+def _gflop(value: float | None) -> str:
+    return "—" if value is None else f"{value:,.1f}"
 
 
 def _fmt_param(value: object) -> str:

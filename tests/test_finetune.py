@@ -3,6 +3,7 @@ saved as a local bank, a few batches per epoch. Workers run as real processes fo
 
 from __future__ import annotations
 
+import csv
 import json
 import os
 import signal
@@ -15,6 +16,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 import lightning.pytorch as pl
+import numpy as np
 import optuna
 import pytest
 import timm
@@ -58,8 +60,8 @@ def overrides(env: dict[str, Path], work: Path, n_trials: int, *extra: str) -> l
         f"cache_dir={env['cache']}", f"bank.dir={env['bank']}", "bank.build=null",
         f"storage=sqlite:///{work}/optuna.db", f"finetune.artifacts_dir={work}/artifacts",
         f"finetune.n_trials={n_trials}", "finetune.top_k=2", "finetune.max_epochs=2",
-        "finetune.default_hparams.epochs=2", "~search_space.epochs", "finetune.default_hparams.batch_size=32",
-        "~search_space.batch_size", "finetune.limit_train_batches=2", "finetune.progress_bar=false",
+        "finetune.default_hparams.epochs=2", "finetune.first_rung=2", "finetune.default_hparams.batch_size=32",
+        "finetune.limit_train_batches=2", "finetune.progress_bar=false",
         "finetune.num_workers=0", "finetune.torch_threads=1", "device=cpu", *extra,
     ]
 
@@ -145,7 +147,7 @@ def test_hparams_and_search_space_errors_name_the_field():
     with pytest.raises(SettingsError, match=r"search_space\.dropout"):
         SearchSpace({"dropout": 0.1}, ["m"])
     with pytest.raises(SettingsError, match=r"finetune.default_hparams.epochs=9 exceeds finetune.max_epochs=6"):
-        resolve(compose(["finetune.default_hparams.epochs=9"]))
+        resolve(compose(["finetune.max_epochs=6", "finetune.default_hparams.epochs=9"]))
 
 
 # ------------------------------------------------------------------------------------------- budget
@@ -217,11 +219,31 @@ def test_ctrl_c_in_a_fit_stays_a_keyboard_interrupt_and_ctrl_c_keeps_working(env
         signal.signal(signal.SIGINT, previous)
 
 
+def test_planned_epochs_shrink_slower_than_the_data_grows():
+    settings = FinetuneSettings()  # 30 epochs meant for up to 2000 training images
+    assert [settings.planned_epochs(n) for n in (100, 2000, 8000, 56_000, 10**8)] == [30, 30, 15, 6, 3]
+    steps = [n * settings.planned_epochs(n) for n in (2000, 8000, 56_000)]
+    assert steps == sorted(steps)  # more data: fewer epochs, yet more images seen
+    assert FinetuneSettings(epochs_for_images=None).planned_epochs(10**6) == 30
+
+
+def test_refit_trains_on_train_and_val_for_the_planned_epochs(env, tmp_path):
+    _, task, bank = setup(env, overrides(env, tmp_path, 1))
+    settings = FinetuneSettings(progress_bar=False)
+    searched = fit_once(bank[0], task, hparams(epochs=2, batch_size=64), settings)
+    refitted = fit_once(bank[0], task, hparams(epochs=2, batch_size=64), settings, refit=True)
+    n_train, n_val = len(task.splits["train"]), len(task.splits["val"])
+    assert searched.train_images == 2 * n_train and refitted.train_images == 2 * (n_train + n_val)
+    assert refitted.epochs == 2 and np.isnan(refitted.val_accuracy) and refitted.val_curve == []
+    assert refitted.test_predictions.shape == (len(task.splits["test"]),) and 0 <= refitted.test_accuracy <= 100
+
+
 # ------------------------------------------------------------------------------- search in process
 def test_search_fails_a_nan_trial_exports_best_and_predict_reproduces_it(env, tmp_path, capsys):
     # Trials 0, 1: the per-model defaults; trial 2: a history warm start with an absurd learning rate.
     lr_choices = "+search_space.lr={type: categorical, choices: [3.0e-3, 1.0e+9]}"
-    args = overrides(env, tmp_path, 3, "~search_space.lr", lr_choices)
+    args = overrides(env, tmp_path, 3, "~search_space.lr", lr_choices,
+                     "+search_space.optimizer={type: categorical, choices: [adamw, sgd]}")
     settings, task, bank = setup(env, args)
     reported = []
     warm = [{"model": "convnext_a", "lr": 1.0e9, "optimizer": "sgd", "strategy": "full", "mixup": 0.0}]
@@ -234,17 +256,24 @@ def test_search_fails_a_nan_trial_exports_best_and_predict_reproduces_it(env, tm
     rows = (tmp_path / "run" / "finetune.csv").read_text().splitlines()
     assert rows[0].split(",")[:4] == ["trial", "model", "state", "lr"] and len(rows) == 4
     header = rows[0].split(",")
-    assert header[-4:] == ["val_accuracy", "test_accuracy", "epochs", "seconds"] and len(set(header)) == len(header)
+    assert header[-7:] == ["val_accuracy", "test_accuracy", "epochs", "seconds", "train_images", "train_gflop",
+                           "stopped"] and len(set(header)) == len(header)
+    compute = list(csv.DictReader(rows))
+    assert all(int(row["train_images"]) > 0 and float(row["train_gflop"]) > 0 for row in compute[:2])
+    assert compute[2]["stopped"].startswith("failed")
 
     best = outcome.best
     assert best.state == "COMPLETE" and 0 <= best.test_accuracy <= 100 and best.weights.is_file()
     config = read_config(outcome.best_dir)
-    assert config["test_accuracy"] == best.test_accuracy and config["classes"] == list(task.classes)
+    # Exported: the best trial's configuration refitted on train + val (finetune.refit, on by default).
+    assert outcome.refit.trial == best.number and outcome.refit.epochs == best.hparams["epochs"]
+    assert config["test_accuracy"] == outcome.test_accuracy == outcome.refit.test_accuracy
+    assert config["refit"]["trial_test_accuracy"] == best.test_accuracy and config["classes"] == list(task.classes)
     assert config["source"]["model"] == best.model and config["task"]["fingerprint"] == task.fingerprint
 
     out = tmp_path / "pred.csv"
     assert run_cli(predict_main, f"model={outcome.best_dir}", f"images={task.root / 'test'}", f"out={out}") == 0
-    assert f"accuracy: {best.test_accuracy:.4f}" in capsys.readouterr().out
+    assert f"accuracy: {outcome.test_accuracy:.4f}" in capsys.readouterr().out
     lines = out.read_text().splitlines()
     assert lines[0] == "path,label,probability" and len(lines) == 1 + len(task.splits["test"])
 

@@ -28,7 +28,7 @@ pytestmark = [pytest.mark.filterwarnings("ignore:.*isinstance.treespec, LeafSpec
 
 REPO = Path(__file__).resolve().parent.parent
 # A few batches of one or two epochs: real fits, seconds each.
-QUICK_FINETUNE = ["finetune.limit_train_batches=3", "finetune.max_epochs=2", "search_space.epochs=2",
+QUICK_FINETUNE = ["finetune.limit_train_batches=3", "finetune.max_epochs=2", "finetune.first_rung=2",
                   "finetune.default_hparams.epochs=2", "finetune.progress_bar=false", "probe.budget=120"]
 
 

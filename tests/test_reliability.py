@@ -28,7 +28,7 @@ pytestmark = [pytest.mark.filterwarnings("ignore:.*isinstance.treespec, LeafSpec
               pytest.mark.filterwarnings("ignore::UserWarning")]
 
 REPO = Path(__file__).resolve().parent.parent
-QUICK = ["finetune.limit_train_batches=2", "finetune.max_epochs=2", "search_space.epochs=2",
+QUICK = ["finetune.limit_train_batches=2", "finetune.max_epochs=2", "finetune.first_rung=2",
          "finetune.default_hparams.epochs=2", "finetune.progress_bar=false", "probe.budget=100", "device=cpu",
          "finetune.torch_threads=1"]
 
@@ -116,7 +116,7 @@ def test_a_checkpoint_that_no_longer_matches_its_sha256_is_skipped_even_with_cac
 def test_a_run_whose_every_trial_failed_exits_non_zero_and_says_why(tmp_path):
     bank = write_random_bank(tmp_path / "bank", {"convnext": ("test_convnext", {})}, num_classes=4)
     args = overrides(bank, tmp_path, "task=shapes", "finetune.top_k=1", "finetune.n_trials=1",
-                     "~search_space.lr", "~search_space.optimizer", "finetune.default_hparams.lr=1e9",
+                     "~search_space.lr", "finetune.default_hparams.lr=1e9",
                      "finetune.default_hparams.optimizer=sgd",
                      "finetune.default_hparams.label_smoothing=0", f"hydra.run.dir={tmp_path / 'run'}")
     result = automl(*args, cwd=tmp_path)
@@ -222,7 +222,7 @@ def test_the_search_history_shows_pruned_trials_on_an_accuracy_axis(tmp_path):
     from automl.finetune.outcome import TrialResult
 
     def trial(number: int, state: str, val: float | None) -> TrialResult:
-        return TrialResult("s", number, "m", state, {}, val, None, 2, [], 1.0, None, None, None)
+        return TrialResult("s", number, "m", state, {}, val, None, 2, [], 1.0, 0, None, None, None, None)
 
     trials = [trial(0, "COMPLETE", 80.0), trial(1, "PRUNED", 40.0), trial(2, "PRUNED", 55.0), trial(3, "FAIL", None)]
     ax = history_axes(trials)

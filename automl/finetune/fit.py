@@ -12,7 +12,9 @@ happens to the weights.
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import logging
+import math
 import signal
 import threading
 import time
@@ -26,11 +28,12 @@ import optuna
 import torch
 
 from automl.bank import BankEntry, create_model, resolve_data_config
+from automl.bank.meta import forward_mflops
 from automl.finetune.data import TaskDataModule
 from automl.finetune.model_dir import EVAL_BATCH_SIZE, predict_proba
 from automl.finetune.module import FinetuneModule, make_trainer
 from automl.settings import FinetuneSettings, Hparams
-from automl.tasks import Task
+from automl.tasks import Split, Task
 
 
 @dataclass(frozen=True)
@@ -43,6 +46,8 @@ class FitResult:
     best_epoch: int  # 0-based
     epochs: int  # epochs trained (validated)
     val_curve: list[float]  # validation accuracy (percent) after each epoch
+    train_images: int  # training images processed (epochs x images per epoch)
+    mflops: float  # forward MFLOPs per image at the model's input (one training step costs about 3x)
     seconds: float  # wall time: build, fit and test evaluation
     best_state: dict[str, torch.Tensor]  # the best epoch's state dict, on the CPU
     data_config: dict[str, Any]  # the model's input pipeline (input_size, mean, std, ...)
@@ -50,8 +55,12 @@ class FitResult:
 
 def fit_once(entry: BankEntry, task: Task, hparams: Hparams, settings: FinetuneSettings | None = None, *,
              device: str = "cpu", seed: int = 0, progress_bar: bool | None = None,
-             callbacks: Sequence[pl.Callback] = ()) -> FitResult:
+             callbacks: Sequence[pl.Callback] = (), refit: bool = False) -> FitResult:
     """Fine-tune ``entry`` on ``task`` with ``hparams``; return the best epoch and its test accuracy.
+
+    With ``refit``, train on the training and validation images together for the planned epochs (a
+    recipe already chosen on validation); there is no epoch to choose, so the last epoch's weights are
+    kept and ``val_accuracy`` is NaN.
 
     Args:
         entry: the bank model; its classifier is replaced by a fresh ``task.num_classes``-way head.
@@ -69,6 +78,7 @@ def fit_once(entry: BankEntry, task: Task, hparams: Hparams, settings: FinetuneS
         RuntimeError: no validation epoch finished (nothing to keep).
     """
     settings = settings or FinetuneSettings()
+    task = with_validation_in_training(task) if refit else task
     start = time.monotonic()
     pl.seed_everything(seed, workers=True, verbose=False)
     model = create_model(entry, num_classes=task.num_classes)
@@ -79,9 +89,12 @@ def fit_once(entry: BankEntry, task: Task, hparams: Hparams, settings: FinetuneS
                                 pin_memory=device.startswith("cuda"))
     module = FinetuneModule(model, task.num_classes, hparams)
     trainer = make_trainer(hparams.epochs, device, precision=settings.precision, callbacks=callbacks,
-                           limit_train_batches=settings.limit_train_batches,
+                           limit_train_batches=settings.limit_train_batches, validate=not refit,
                            progress_bar=settings.progress_bar if progress_bar is None else progress_bar)
     _fit_interruptibly(trainer, module, datamodule)
+    if refit:
+        module.best_state = {key: value.detach().cpu().clone() for key, value in model.state_dict().items()}
+        module.best_epoch = hparams.epochs - 1
     if module.best_state is None:
         raise RuntimeError(f"{entry.name} on {task.name}: no validation epoch finished")
     model.load_state_dict(module.best_state)
@@ -90,16 +103,26 @@ def fit_once(entry: BankEntry, task: Task, hparams: Hparams, settings: FinetuneS
                for i in range(0, len(test_pixels), EVAL_BATCH_SIZE))
     predicted = predict_proba(model, batches, data_config, device=device).argmax(axis=1)
     return FitResult(
-        val_accuracy=float(module.best_val_acc),
+        val_accuracy=math.nan if refit else float(module.best_val_acc),
         test_accuracy=100.0 * float(np.mean(predicted == task.splits["test"].labels)),
         test_predictions=predicted,
         best_epoch=module.best_epoch,
-        epochs=module.epochs_validated,
+        epochs=hparams.epochs if refit else module.epochs_validated,
         val_curve=list(module.val_curve),
+        train_images=module.images_seen,
+        mflops=forward_mflops(model, tuple(data_config["input_size"])),
         seconds=time.monotonic() - start,
         best_state=module.best_state,
         data_config=datamodule.data_config,
     )
+
+
+def with_validation_in_training(task: Task) -> Task:
+    """``task`` with its validation images added to the training split (for a refit); its fingerprint
+    changes with it, so caches keyed by it never mix the two."""
+    train, val = task.splits["train"], task.splits["val"]
+    merged = Split(train.paths + val.paths, np.concatenate([train.labels, val.labels]))
+    return dataclasses.replace(task, splits={**task.splits, "train": merged}, fingerprint=f"{task.fingerprint}+val")
 
 
 def _fit_interruptibly(trainer: pl.Trainer, module: pl.LightningModule, datamodule: pl.LightningDataModule) -> None:

@@ -141,6 +141,7 @@ class FinetuneModule(pl.LightningModule):
         self.best_state: dict[str, torch.Tensor] | None = None
         self.epochs_validated = 0
         self.val_curve: list[float] = []  # validation accuracy (percent) after each epoch
+        self.images_seen = 0  # training images processed (the compute a fit used)
         self._correct = self._seen = None
 
     def forward(self, images: torch.Tensor) -> torch.Tensor:
@@ -162,6 +163,7 @@ class FinetuneModule(pl.LightningModule):
         else:
             targets = labels
         loss = self.train_loss(self(images), targets)
+        self.images_seen += len(images)
         if not torch.isfinite(loss):
             raise NonFiniteLossError(
                 f"training loss is {loss.item()} at epoch {self.current_epoch}, step {self.global_step} "
@@ -207,9 +209,11 @@ def precision_for(device: str, precision: str = "auto") -> str:
 
 
 def make_trainer(epochs: int, device: str, *, precision: str = "auto", callbacks: Sequence[pl.Callback] = (),
-                 limit_train_batches: int | float | None = None, progress_bar: bool = True) -> pl.Trainer:
+                 limit_train_batches: int | float | None = None, progress_bar: bool = True,
+                 validate: bool = True) -> pl.Trainer:
     """A single-device Trainer for one trial: no logger files, no checkpoints (the module keeps the best
-    weights), no sanity validation; ``device`` is ``cpu``, ``cuda[:i]`` or ``mps``."""
+    weights), no sanity validation, no validation at all without ``validate``; ``device`` is ``cpu``,
+    ``cuda[:i]`` or ``mps``."""
     accelerator, _, index = device.partition(":")
     accelerator = {"cuda": "gpu"}.get(accelerator, accelerator)
     with warnings.catch_warnings():
@@ -226,5 +230,6 @@ def make_trainer(epochs: int, device: str, *, precision: str = "auto", callbacks
             enable_progress_bar=progress_bar,
             num_sanity_val_steps=0,
             limit_train_batches=limit_train_batches,
+            limit_val_batches=None if validate else 0,
             log_every_n_steps=1,
         )

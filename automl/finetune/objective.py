@@ -15,6 +15,7 @@ from optuna.trial import FrozenTrial
 from optuna_integration import PyTorchLightningPruningCallback
 
 from automl.bank import BankEntry
+from automl.bank.meta import forward_mflops
 from automl.fileio import atomic_path
 from automl.finetune.attrs import (
     DATA_CONFIG,
@@ -47,12 +48,17 @@ class _TrialProgress(pl.Callback):
         self.trial, self.model = trial, model
         self.start = time.monotonic()
 
+    def on_train_start(self, trainer: pl.Trainer, module: FinetuneModule) -> None:
+        input_size = tuple(trainer.datamodule.data_config["input_size"])
+        self.trial.set_user_attr("mflops", round(forward_mflops(module.model, input_size), 4))
+
     def on_validation_end(self, trainer: pl.Trainer, module: FinetuneModule) -> None:
         if trainer.sanity_checking:
             return
         self.trial.set_user_attr("epochs", module.epochs_validated)
         self.trial.set_user_attr("val_accuracy", module.best_val_acc)
         self.trial.set_user_attr("val_curve", [round(v, 4) for v in module.val_curve])
+        self.trial.set_user_attr("train_images", module.images_seen)
         loss = trainer.callback_metrics.get("train_loss")
         log.info("trial %d %s: epoch %d/%d, val %.2f%% (best %.2f%%), train loss %s, %.1f s", self.trial.number,
                  self.model, module.epochs_validated, trainer.max_epochs, trainer.callback_metrics["val_acc"],
@@ -69,7 +75,7 @@ class Objective:
         self.settings, self.seed, self.device = settings, seed, device
         self.task, self.space, self.study_name, self.budget = task, space, study_name, budget
         self.candidates = {entry.name: entry for entry in candidates}
-        self.defaults = settings.default_hparams.as_dict()
+        self.defaults = {**settings.default_hparams.as_dict(), "epochs": settings.planned_epochs(len(task.splits["train"]))}
         self.artifacts, self.run_dir = artifacts, run_dir
         self.on_trial_finished = on_trial_finished
 
@@ -108,6 +114,7 @@ class Objective:
         with atomic_path(predictions) as tmp:
             np.save(tmp, result.test_predictions.astype(np.int32))
         trial.set_user_attr("epochs", result.epochs)
+        trial.set_user_attr("train_images", result.train_images)
         trial.set_user_attr("val_accuracy", result.val_accuracy)
         trial.set_user_attr("test_accuracy", result.test_accuracy)
         trial.set_user_attr("best_epoch", result.best_epoch)

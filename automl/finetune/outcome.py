@@ -48,6 +48,8 @@ class TrialResult:
     epochs: int  # epochs trained (validated)
     val_curve: list[float]  # validation accuracy after each epoch trained
     seconds: float  # wall time of the trial
+    train_images: int  # training images processed
+    mflops: float | None  # forward MFLOPs per image of the model at its input
     fail_reason: str | None  # FAIL: "<exception type>: <message>", or why it did not run to the end
     weights: Path | None  # best-epoch weights (COMPLETE trials)
     test_predictions: Path | None  # .npy of the class given to each test image (COMPLETE trials)
@@ -70,10 +72,27 @@ class TrialResult:
             epochs=int(attrs.get("epochs", 0)),
             val_curve=list(attrs.get("val_curve", [])),
             seconds=float(attrs.get("seconds", 0.0)),
+            train_images=int(attrs.get("train_images", 0)),
+            mflops=attrs.get("mflops"),
             fail_reason=reason,
             weights=Path(attrs[WEIGHTS]) if attrs.get(WEIGHTS) else None,
             test_predictions=Path(attrs[TEST_PREDICTIONS]) if attrs.get(TEST_PREDICTIONS) else None,
         )
+
+
+    @property
+    def train_gflop(self) -> float | None:
+        """The compute the trial used: training images x forward MFLOPs x 3 (forward and backward), in GFLOP."""
+        return None if self.mflops is None else 3 * self.train_images * self.mflops / 1e3
+
+    @property
+    def stopped(self) -> str:
+        """Why the trial stopped."""
+        if self.state == "COMPLETE":
+            return f"ran its {self.hparams.get('epochs', self.epochs)} epochs"
+        if self.state == "PRUNED":
+            return f"pruned after epoch {self.epochs}: behind the others at that epoch"
+        return f"failed: {self.fail_reason}"
 
 
 @dataclass(frozen=True)
@@ -84,9 +103,24 @@ class FinetuneOutcome:
     candidates: list[str]  # the models the study searches
     trials: list[TrialResult]  # the study's finished trials (all workers), by number
     best: TrialResult | None  # highest val_accuracy among COMPLETE trials (ties: lowest number)
+    refit: Any  # automl.finetune.refit.Refit of the best trial, or None (finetune.refit off, or not yet)
     best_dir: Path | None  # run_dir/best, or None (no COMPLETE trial / its weights not on this machine)
     n_counted: int  # trials that count towards finetune.n_trials
     optuna_study: optuna.Study  # the study itself (for Optuna's plots), as the search opened it
+
+    @property
+    def test_accuracy(self) -> float | None:
+        """The exported model's test accuracy: the refit's, else the best trial's."""
+        if self.refit is not None:
+            return self.refit.test_accuracy
+        return self.best.test_accuracy if self.best is not None else None
+
+    @property
+    def test_predictions(self) -> Path | None:
+        """The exported model's test predictions (.npy)."""
+        if self.refit is not None:
+            return self.refit.test_predictions
+        return self.best.test_predictions if self.best is not None else None
 
     def best_by_model(self) -> dict[str, TrialResult]:
         """model name → its best COMPLETE trial (highest val accuracy; ties: lowest number)."""
@@ -106,44 +140,59 @@ def finished_results(trials: Iterable[FrozenTrial], study_name: str) -> list[Tri
 
 
 def write_csv(path: Path, results: Iterable[TrialResult]) -> Path:
-    """``trial, model, state, <hyperparameters>, val_accuracy, test_accuracy, epochs, seconds`` (atomic).
+    """``trial, model, state, <hyperparameters>, val_accuracy, test_accuracy, epochs, seconds, train_images,
+    train_gflop, stopped`` (atomic).
 
     ``epochs`` is the number of epochs trained; the ``epochs`` hyperparameter (the planned number, more
-    than trained when pruned) is the column ``planned_epochs``.
+    than trained when pruned) is the column ``planned_epochs``. ``train_gflop`` is the compute the trial
+    used and ``stopped`` says why it ended.
     """
     hparam_columns = ["planned_epochs" if name == "epochs" else name for name in HPARAM_NAMES]
-    columns = ["trial", "model", "state", *hparam_columns, "val_accuracy", "test_accuracy", "epochs", "seconds"]
+    columns = ["trial", "model", "state", *hparam_columns, "val_accuracy", "test_accuracy", "epochs", "seconds",
+               "train_images", "train_gflop", "stopped"]
     with atomic_path(path) as tmp, tmp.open("w", newline="") as handle:
         writer = csv.writer(handle)
         writer.writerow(columns)
         for r in results:
             accuracies = ["" if v is None else round(v, 4) for v in (r.val_accuracy, r.test_accuracy)]
+            gflop = "" if r.train_gflop is None else round(r.train_gflop, 3)
             writer.writerow([r.number, r.model or "", r.state, *(r.hparams.get(k, "") for k in HPARAM_NAMES),
-                             *accuracies, r.epochs, round(r.seconds, 2)])
+                             *accuracies, r.epochs, round(r.seconds, 2), r.train_images, gflop, r.stopped])
     return path
+
+
+def best_trial(results: Sequence[TrialResult]) -> TrialResult | None:
+    """The COMPLETE trial with the highest validation accuracy (ties: the lowest number)."""
+    return max((r for r in results if r.state == "COMPLETE" and r.val_accuracy is not None),
+               key=lambda r: (r.val_accuracy, -r.number), default=None)
 
 
 def summarize_study(study: optuna.Study, task: Task, candidates: Sequence[BankEntry], run_dir: Path
                     ) -> FinetuneOutcome:
-    """``run_dir/finetune.csv`` and the best COMPLETE trial (ties: lowest number) exported to ``run_dir/best``."""
+    """``run_dir/finetune.csv``, and the best COMPLETE trial (its refit when the study holds one) exported
+    to ``run_dir/best``."""
+    from automl.finetune.refit import Refit
+
     trials = study.get_trials(deepcopy=False)  # by number: trials[n].number == n
     results = finished_results(trials, study.study_name)
     write_csv(run_dir / "finetune.csv", results)
-    best = max((r for r in results if r.state == "COMPLETE" and r.val_accuracy is not None),
-               key=lambda r: (r.val_accuracy, -r.number), default=None)
+    best = best_trial(results)
+    refit = Refit.of_study(study, best) if best is not None else None
     best_dir = None
     if best is not None:
         entry = next(entry for entry in candidates if entry.name == best.model)
-        best_dir = _export_best(best, trials[best.number], entry, task, run_dir)
+        best_dir = _export_best(best, refit, trials[best.number], entry, task, run_dir)
     return FinetuneOutcome(study=study.study_name, candidates=[entry.name for entry in candidates], trials=results,
-                           best=best, best_dir=best_dir,
-                           n_counted=sum(map(counts, trials)), optuna_study=study)
+                           best=best, refit=refit, best_dir=best_dir, n_counted=sum(map(counts, trials)),
+                           optuna_study=study)
 
 
-def _export_best(best: TrialResult, trial: FrozenTrial, entry: BankEntry, task: Task, run_dir: Path) -> Path | None:
-    if best.weights is None or not best.weights.is_file():
+def _export_best(best: TrialResult, refit, trial: FrozenTrial, entry: BankEntry, task: Task, run_dir: Path
+                 ) -> Path | None:
+    weights = refit.weights if refit is not None else best.weights
+    if weights is None or not weights.is_file():
         log.warning("best trial %d: weights %s are not on this machine (share finetune.artifacts_dir "
-                    "between workers); best/ not exported here", best.number, best.weights)
+                    "between workers); best/ not exported here", best.number, weights)
         return None
     config = {
         "arch": entry.arch,
@@ -157,10 +206,13 @@ def _export_best(best: TrialResult, trial: FrozenTrial, entry: BankEntry, task: 
         "study": best.study,
         "trial": best.number,
         "hparams": best.hparams,
-        "val_accuracy": best.val_accuracy,
-        "test_accuracy": best.test_accuracy,
+        "val_accuracy": best.val_accuracy,  # the trial's, which chose the model
+        "test_accuracy": refit.test_accuracy if refit is not None else best.test_accuracy,
+        "refit": None if refit is None else {"on": "train+val", "epochs": refit.epochs,
+                                             "trial_test_accuracy": best.test_accuracy, "seconds": refit.seconds,
+                                             "train_gflop": round(refit.train_gflop, 3)},
     }
-    out = export_model(run_dir / "best", best.weights, config, task.splits["test"].paths)
-    log.info("best: trial %d %s, val %.2f%% test %.2f%% -> %s", best.number, best.model, best.val_accuracy,
-             best.test_accuracy, out)
+    out = export_model(run_dir / "best", weights, config, task.splits["test"].paths)
+    log.info("best: trial %d %s%s, val %.2f%% test %.2f%% -> %s", best.number, best.model,
+             " refit on train + val" if refit is not None else "", best.val_accuracy, config["test_accuracy"], out)
     return out

@@ -34,8 +34,8 @@ uses, :mod:`automl.finetune.objective`): it keeps its best-epoch weights and tes
 (``<artifacts_dir>/<storage slug>/<study>/trial-<n>.*``: two storages never share a folder), evaluated
 once on the test split (reported, never used for selection); pruning (successive halving or Hyperband
 on ``val_acc`` per epoch) moves the budget to the candidates that measure better. At the end the best
-trial by validation accuracy is exported to ``<run_dir>/best`` and ``finetune.csv`` lists the study's
-trials.
+trial by validation accuracy — retrained on train + val when ``finetune.refit`` (:mod:`.refit`) — is
+exported to ``<run_dir>/best`` and ``finetune.csv`` lists the study's trials.
 
 Scale-out: start ``python -m automl stage=finetune finetune.study=<name> storage=postgresql://...`` on
 several machines with a shared ``finetune.artifacts_dir``.
@@ -61,7 +61,14 @@ from automl.config import redact_url, storage_slug
 from automl.finetune.budget import Budget
 from automl.finetune.fit import quiet_libraries, torch_threads
 from automl.finetune.objective import Objective
-from automl.finetune.outcome import FinetuneOutcome, TrialResult, summarize_study
+from automl.finetune.outcome import (
+    FinetuneOutcome,
+    TrialResult,
+    best_trial,
+    finished_results,
+    summarize_study,
+)
+from automl.finetune.refit import ensure_refit
 from automl.finetune.space import SearchSpace, check_search
 from automl.finetune.study import join_study, open_storage, open_study, warm_start
 from automl.settings import FinetuneSettings
@@ -126,6 +133,10 @@ def run_finetune(task: Task, candidates: Sequence[BankEntry], settings: Finetune
         while budget.wait_for_slot(optuna_study):
             optuna_study.optimize(objective.objective, n_trials=1, catch=(Exception,),
                                   callbacks=[objective.after_trial], gc_after_trial=True)
+        best = best_trial(finished_results(optuna_study.get_trials(deepcopy=False), study))
+        if settings.refit and best is not None:
+            ensure_refit(optuna_study, best, available[best.model], task, settings, device=device, seed=seed,
+                         artifacts=artifacts)
     return summarize_study(optuna_study, task, candidates, run_dir)
 
 

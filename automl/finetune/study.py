@@ -64,15 +64,17 @@ def _sampler(kind: str, seed: int | None) -> optuna.samplers.BaseSampler:
     return optuna.samplers.RandomSampler(seed=seed)
 
 
-def _pruner(kind: str, max_epochs: int, reduction_factor: int) -> optuna.pruners.BasePruner:
-    """Resources are epochs; Optuna steps are 0-based epochs, so the first rung is after 2 epochs."""
+def _pruner(settings: FinetuneSettings) -> optuna.pruners.BasePruner:
+    """Resources are epochs (Optuna's steps are 0-based epochs): the first decision after
+    ``finetune.first_rung`` epochs, the next ones ``reduction_factor`` times later."""
+    kind, first, factor = settings.pruner, max(1, settings.first_rung - 1), settings.reduction_factor
     if kind == "successive_halving":
-        return optuna.pruners.SuccessiveHalvingPruner(min_resource=1, reduction_factor=reduction_factor)
+        return optuna.pruners.SuccessiveHalvingPruner(min_resource=first, reduction_factor=factor)
     if kind == "hyperband":
-        return optuna.pruners.HyperbandPruner(min_resource=1, max_resource=max_epochs,
-                                              reduction_factor=reduction_factor)
+        return optuna.pruners.HyperbandPruner(min_resource=first, max_resource=settings.max_epochs,
+                                              reduction_factor=factor)
     if kind == "median":
-        return optuna.pruners.MedianPruner(n_startup_trials=2, n_warmup_steps=1)
+        return optuna.pruners.MedianPruner(n_startup_trials=2, n_warmup_steps=first)
     return optuna.pruners.NopPruner()
 
 
@@ -83,7 +85,7 @@ def open_study(name: str, storage: optuna.storages.RDBStorage, settings: Finetun
     The creating worker's sampler is seeded with ``seed`` (a single-worker search is reproducible);
     joining workers draw their own seed so that they do not propose the same points.
     """
-    pruner = _pruner(settings.pruner, settings.max_epochs, settings.reduction_factor)
+    pruner = _pruner(settings)
     try:
         study = optuna.create_study(study_name=name, storage=storage, direction="maximize",
                                     sampler=_sampler(settings.sampler, seed), pruner=pruner)

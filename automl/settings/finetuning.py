@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import math
 import os
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -24,11 +25,11 @@ class Hparams:
     strategy: str = field(default="full", metadata=rule(choices=STRATEGIES))  # partial: freeze early blocks
     freeze_fraction: float = field(default=0.5, metadata=rule(ge=0, le=1))  # of the blocks, for `partial`
     layer_decay: float = field(default=1.0, metadata=rule(gt=0, le=1))  # LR of block i of L: lr*decay**(L-i)
-    label_smoothing: float = field(default=0.1, metadata=rule(ge=0, lt=1))
+    label_smoothing: float = field(default=0.0, metadata=rule(ge=0, lt=1))
     mixup: float = field(default=0.0, metadata=rule(ge=0))  # mixup alpha (0 = off)
     cutmix: float = field(default=0.0, metadata=rule(ge=0))  # cutmix alpha (0 = off)
     batch_size: int = field(default=64, metadata=rule(integer=True, ge=1))
-    epochs: int = field(default=6, metadata=rule(integer=True, ge=1))
+    epochs: int = field(default=30, metadata=rule(integer=True, ge=1))
     warmup_epochs: float = field(default=1.0, metadata=rule(ge=0))  # linear warmup, then cosine to 0
 
     def __post_init__(self) -> None:
@@ -65,7 +66,7 @@ HPARAM_NAMES = tuple(f.name for f in dataclasses.fields(Hparams))
 class AugmentSettings:
     """Training augmentation, applied to whole batches on the training device (automl.finetune.augment)."""
 
-    scale: list[float] = field(default_factory=lambda: [0.35, 1.0])  # random resized crop: area kept
+    scale: list[float] = field(default_factory=lambda: [0.7, 1.0])  # random resized crop: area kept
     ratio: list[float] = field(default_factory=lambda: [3 / 4, 4 / 3])  # random resized crop: aspect ratio
     translate: float = field(default=0.0, metadata=rule(ge=0, le=0.5))  # random shift, fraction of the side
     hflip: float = field(default=0.0, metadata=rule(ge=0, le=1))  # off: flips change digits and letters
@@ -91,7 +92,7 @@ class FinetuneSettings:
     """
 
     top_k: int = field(default=3, metadata=rule(integer=True, ge=1))  # best-ranked models the study searches
-    n_trials: int | None = field(default=6, metadata=rule(integer=True, ge=1, optional=True))  # all workers
+    n_trials: int | None = field(default=4, metadata=rule(integer=True, ge=1, optional=True))  # all workers
     time_budget_min: float | None = field(default=None, metadata=rule(gt=0, optional=True))  # per worker
     study: str | None = None  # null: a name derived from the run's inputs
     artifacts_dir: str = field(  # trial weights (a shared disk when scaling out)
@@ -100,8 +101,12 @@ class FinetuneSettings:
     pruner: str = field(default="successive_halving",
                         metadata=rule(choices=("successive_halving", "hyperband", "median", "none")))
     reduction_factor: int = field(default=3, metadata=rule(integer=True, ge=2))  # keep the best 1/rf per rung
+    first_rung: int = field(default=5, metadata=rule(integer=True, ge=2))  # epochs before the first pruning
     warm_start: bool = True  # enqueue default_hparams per top-k model first (+ the history's best)
-    max_epochs: int = field(default=6, metadata=rule(integer=True, ge=1))  # the pruner's maximum resource
+    refit: bool = True  # retrain the best configuration on train + val before exporting it
+    max_epochs: int = field(default=30, metadata=rule(integer=True, ge=1))  # the pruner's maximum resource
+    # The training-set size default_hparams.epochs is meant for (see planned_epochs); null: always those epochs.
+    epochs_for_images: int | None = field(default=2000, metadata=rule(integer=True, ge=1, optional=True))
     default_hparams: Hparams = field(default_factory=Hparams)  # warm-start trials; fill what the space omits
     augment: AugmentSettings = field(default_factory=AugmentSettings)
     precision: str = "auto"  # auto: bf16-mixed (or 16-mixed) on a GPU, 32-true on the CPU; or Lightning's
@@ -112,6 +117,15 @@ class FinetuneSettings:
     heartbeat_interval: int = field(default=30, metadata=rule(integer=True, ge=1))  # seconds
     grace_period: int = field(default=120, metadata=rule(integer=True, ge=1))  # then a silent trial is retried
     max_retry: int = field(default=2, metadata=rule(integer=True, ge=0))  # retries of a trial whose worker died
+
+    def planned_epochs(self, num_train: int) -> int:
+        """Epochs a trial plans on ``num_train`` training images: ``default_hparams.epochs`` up to
+        ``epochs_for_images`` images, then ``epochs x sqrt(epochs_for_images / num_train)`` (at least 3):
+        a bigger task gets more optimizer steps, but not proportionally more (56k images: 6 of 30 epochs)."""
+        epochs = self.default_hparams.epochs
+        if self.epochs_for_images is None or num_train <= self.epochs_for_images:
+            return epochs
+        return min(epochs, max(3, round(epochs * math.sqrt(self.epochs_for_images / num_train))))
 
     def __post_init__(self) -> None:
         check_fields(self, "finetune")
