@@ -49,9 +49,17 @@ def compose(overrides: Sequence[str] = (), config_name: str = "config") -> DictC
     """The config ``python -m automl <overrides>`` would run with (Hydra's compose API), for Python use."""
     from hydra import compose as hydra_compose
     from hydra import initialize_config_dir
+    from hydra.core.global_hydra import GlobalHydra
 
-    with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
-        return hydra_compose(config_name=config_name, overrides=list(overrides))
+    # Inside a running Hydra app (python -m automl.bench runs pipelines), set its Hydra aside meanwhile.
+    outer = GlobalHydra.instance().hydra if GlobalHydra.instance().is_initialized() else None
+    GlobalHydra.instance().clear()
+    try:
+        with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
+            return hydra_compose(config_name=config_name, overrides=list(overrides))
+    finally:
+        if outer is not None:
+            GlobalHydra.instance().initialize(outer)
 
 
 def resolve(cfg: DictConfig) -> RunSettings:

@@ -3,6 +3,9 @@ tiny bank x 2 tiny targets (real fits, nothing mocked), and the paper's file for
 
 from __future__ import annotations
 
+import csv
+import dataclasses
+import json
 import math
 import os
 import pickle
@@ -249,3 +252,53 @@ def test_unknown_target_config_is_named():
     settings = resolve(compose(["bench.targets=[digits,nope]"], config_name="bench"))
     with pytest.raises(bench.BenchError, match=r"bench\.targets\[1\]: no task config .*nope\.yaml"):
         bench.target_settings(settings.task, settings.bench.targets)
+
+
+# ---------------------------------------------------------------------------------------------- end to end
+def test_end_to_end_sets_the_pipelines_model_against_brute_force(tiny, tmp_path):
+    """One bank x target of the end-to-end mode on a tiny bank: the pipeline runs as a user runs it and its
+    exported model is compared with the best of every model fine-tuned with the fixed recipe."""
+    from automl.bench.end_to_end import brute_force, end_to_end_table, pipeline_vs_brute_force
+
+    meta = tmp_path / "meta"
+    meta.mkdir()
+    names = list(ARCHS)
+    (meta / "models.csv").write_text("model,mflops\n" + "".join(f"{n},2.0\n" for n in names))
+    (meta / "targets.csv").write_text("target,num_train\nt1,29\n")
+    (meta / "oracle.csv").write_text("bank,model,target,test_accuracy,epochs,seconds\n"
+                                     + "".join(f"tiny,{n},t1,{40 + 10 * i},2,1.5\n" for i, n in enumerate(names)))
+    baseline = brute_force(meta)[("tiny", "t1")]
+    assert baseline["best"] == 60.0 and baseline["best_model"] == names[2] and baseline["seconds"] == 4.5
+    assert baseline["gflop"] == pytest.approx(3 * 3 * 2 * 29 * 2.0 / 1e3)
+
+    settings = resolve(compose([f"cache_dir={tmp_path}/cache", "device=cpu",
+                                "bench.pipeline=[finetune.top_k=2,finetune.n_trials=2,finetune.max_epochs=2,"
+                                "finetune.default_hparams.epochs=2,finetune.first_rung=2,finetune.limit_train_batches=1,"
+                                "finetune.default_hparams.batch_size=16,probe.budget=12]"], config_name="bench"))
+    settings = dataclasses.replace(settings, bench=dataclasses.replace(settings.bench, pipeline=[
+        *settings.bench.pipeline, f"task.root={tiny['root'] / 't1'}"]))
+    row = pipeline_vs_brute_force(settings, "tiny", tiny["root"], "digits", tmp_path / "run", baseline)
+    config = json.loads((tmp_path / "run" / "best" / "config.json").read_text())
+    assert row["pipeline_test"] == config["test_accuracy"] and row["pipeline_model"] in names
+    assert row["shortfall"] == pytest.approx(60.0 - config["test_accuracy"])
+    assert row["trials"] == 2 and config["refit"]["on"] == "train+val"  # the default refit ran
+    with (tmp_path / "run" / "metabench" / "scores.csv").open() as handle:  # the ranking learnt without digits
+        targets = {r["target"] for r in csv.DictReader(handle)}
+    assert targets and "digits" not in targets
+    assert row["pipeline_gflop"] > 0 and row["gflop_ratio"] == pytest.approx(row["pipeline_gflop"] / baseline["gflop"])
+    table = end_to_end_table([row], settings.bench.pipeline)
+    assert "Mean shortfall" in table and "| tiny | digits |" in table
+
+
+def test_compose_inside_a_running_hydra_app_leaves_it_intact():
+    """The end-to-end mode composes pipeline configs from inside ``python -m automl.bench``'s Hydra app."""
+    from hydra import compose as hydra_compose
+    from hydra import initialize_config_dir
+    from hydra.core.global_hydra import GlobalHydra
+
+    from automl.config import CONF_DIR
+
+    with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
+        outer = GlobalHydra.instance().hydra
+        assert compose(["task=glyphs"]).task.builtin == "glyphs"
+        assert GlobalHydra.instance().hydra is outer and hydra_compose(config_name="bench").bench.mode == "ranking"

@@ -13,6 +13,7 @@ from rich.table import Table
 
 from automl.bench.build import build_meta
 from automl.bench.data import BenchData, checked_names
+from automl.bench.end_to_end import run_end_to_end
 from automl.bench.measure import bank_data
 from automl.bench.meta import run_meta, table_cells
 from automl.bench.methods import PREDICTOR, derive_methods
@@ -70,6 +71,9 @@ def run_bench(settings: BenchRunSettings, run_dir: str | Path, console: Console 
     run_dir.mkdir(parents=True, exist_ok=True)
     if settings.bench.mode == "build":
         console.print(f"meta-benchmark data: {build_meta(settings)}")
+        return None
+    if settings.bench.mode == "end_to_end":
+        run_end_to_end(settings, run_dir, console)
         return None
     if settings.bench.data == "meta":
         return _run_meta(settings, run_dir, console)

@@ -79,12 +79,13 @@ class BenchSettings:
     mode: str = field(default="ranking", metadata=rule(choices=("ranking", "build", "end_to_end")))
     data: str = field(default="meta", metadata=rule(choices=("meta", "bank", "paper")))  # what ranking mode ranks
     meta_dir: str | None = None  # the meta-benchmark's data (null: the copy shipped in automl/bench/data)
-    banks: list[str] | None = None  # build mode: the meta-benchmark banks to measure (null: all)
+    banks: list[str] | None = None  # build and end_to_end modes: the meta-benchmark banks (null: all)
+    pipeline: list[str] = field(default_factory=list)  # end_to_end mode: overrides of python -m automl's defaults
     targets: list[Any] = field(default_factory=lambda: list(META_TARGETS))  # task names or mappings
     probe_seeds: list[int] = field(default_factory=lambda: [0, 1, 2, 3, 4])  # one probe set per seed
     oracle: OracleSettings = field(default_factory=OracleSettings)
     plasticity: list[str] | None = None  # scores ensembled with depth/50 (null: every score, []: none)
-    scatter: list[str] | None = None  # methods in scatter.png (null: the primary, its ensemble, prior, predictor)
+    scatter: list[str] | None = None  # methods in scatter.png (null: linear, knn, parc and the predictor)
     trust_pickle: bool = False  # the paper's probe sets are pickles, which run code when loaded
     paper: PaperSettings = field(default_factory=PaperSettings)
 
