@@ -154,7 +154,9 @@ def test_main_command_end_to_end(small_demo_bank, tmp_path):
     config = json.loads((run_dir / "best" / "config.json").read_text())
     best = max(complete, key=lambda t: float(t["val_accuracy"]))
     assert config["val_accuracy"] == pytest.approx(float(best["val_accuracy"]), abs=1e-4)  # CSV: 4 decimals
-    assert config["test_accuracy"] == pytest.approx(float(best["test_accuracy"]), abs=1e-4)
+    # Exported: the best trial's configuration refitted on train + val; the trial's own test accuracy is kept.
+    assert config["refit"]["on"] == "train+val" and 0 <= config["test_accuracy"] <= 100
+    assert config["refit"]["trial_test_accuracy"] == pytest.approx(float(best["test_accuracy"]), abs=1e-4)
     assert config["classes"] == [str(d) for d in range(10)] and (run_dir / "best" / "model.safetensors").is_file()
     assert re.search(rf"{best['model']} .* {sum(t['model'] == best['model'] for t in trials)} .* test "
                      rf"{float(best['test_accuracy']):.1f} ", result.stdout), result.stdout  # the summary's row
@@ -163,7 +165,7 @@ def test_main_command_end_to_end(small_demo_bank, tmp_path):
     for section in ("# automl report: digits", "## Ranking", "## Predicted vs measured", "## Fine-tuning search",
                     "## Best model on the test split", "## Time per stage"):
         assert section in report
-    assert f"test accuracy {float(best['test_accuracy']):.1f}%" in report
+    assert f"test accuracy {config['test_accuracy']:.1f}%" in report  # the exported (refitted) model's
     figures = re.findall(r"!\[[^\]]*\]\(([^)]+\.png)\)", report)
     assert {"ranking.png", "predicted_vs_measured.png", "optimization_history.png", "learning_curves.png",
             "confusion_matrix.png", "stage_times.png"} <= set(figures)
