@@ -258,12 +258,22 @@ def test_unknown_target_config_is_named():
 def test_end_to_end_sets_the_pipelines_model_against_brute_force(tiny, tmp_path):
     """One bank x target of the end-to-end mode on a tiny bank: the pipeline runs as a user runs it and its
     exported model is compared with the best of every model fine-tuned with the fixed recipe."""
-    from automl.bench.end_to_end import brute_force, end_to_end_table, pipeline_vs_brute_force
+    from automl.bank import read_bank
+    from automl.bank.weights import file_sha256
+    from automl.bench.end_to_end import (
+        brute_force,
+        changed_checkpoints,
+        end_to_end_table,
+        pipeline_vs_brute_force,
+    )
 
     meta = tmp_path / "meta"
     meta.mkdir()
     names = list(ARCHS)
-    (meta / "models.csv").write_text("model,mflops\n" + "".join(f"{n},2.0\n" for n in names))
+    measured = {entry.name: file_sha256(entry.weights) for entry in read_bank(None, None, tiny["root"])}
+    measured[names[1]] = "0" * 64  # as if the oracle had measured other bytes
+    (meta / "models.csv").write_text("bank,model,mflops,sha256\n" + "".join(f"tiny,{n},2.0,{measured[n]}\n" for n in names))
+    assert changed_checkpoints(tiny["root"], meta, "tiny") == [names[1]]
     (meta / "targets.csv").write_text("target,num_train\nt1,29\n")
     (meta / "oracle.csv").write_text("bank,model,target,test_accuracy,epochs,seconds\n"
                                      + "".join(f"tiny,{n},t1,{40 + 10 * i},2,1.5\n" for i, n in enumerate(names)))
