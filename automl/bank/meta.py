@@ -64,6 +64,12 @@ def _arch_meta(arch: str, num_classes: int, kwargs_json: str, data_config_json: 
         return {**model_meta(model), "mflops": forward_mflops(model, tuple(config["input_size"]))}
 
 
+def training_gflop(images: int, mflops: float) -> float:
+    """GFLOP of training on ``images`` images of a model of ``mflops`` forward MFLOPs per image: a step's
+    forward and backward cost about 3 forwards."""
+    return 3 * images * mflops / 1e3
+
+
 def forward_mflops(model: nn.Module, input_size: tuple[int, int, int]) -> float:
     """Forward MFLOPs of one image of ``input_size`` (C, H, W) through ``model`` without its classifier
     (counted by torch's FlopCounterMode; the model may live on the meta device)."""

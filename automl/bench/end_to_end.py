@@ -29,6 +29,7 @@ import numpy as np
 from rich.console import Console
 
 from automl.bank import read_bank
+from automl.bank.meta import training_gflop
 from automl.bank.pretrain import build_bank
 from automl.bank.weights import file_sha256
 from automl.bench.banks import BANKS
@@ -60,7 +61,7 @@ def brute_force(meta_dir: Path) -> dict[tuple[str, str], dict]:
             cell["best"], cell["best_model"] = accuracy, row["model"]
         cell["seconds"] += float(row["seconds"])
         images = int(row["epochs"]) * int(targets[row["target"]]["num_train"])
-        cell["gflop"] += 3 * images * float(models[row["model"]]["mflops"]) / 1e3
+        cell["gflop"] += training_gflop(images, float(models[row["model"]]["mflops"]))
     return out
 
 
@@ -119,8 +120,8 @@ def pipeline_vs_brute_force(settings: BenchRunSettings, bank: str, folder: Path,
     probe_gflop = sum(m["model_meta"].get("mflops", 0.0) for m in record.ranking) * pipeline.probe.budget / 1e3
     gflop = fit_gflop + probe_gflop
     return {"bank": bank, "target": target, "pipeline_model": config["source"]["model"],
-            "pipeline_test": config["test_accuracy"], "trial_test": (refit or {}).get("trial_test_accuracy",
-                                                                                       config["test_accuracy"]),
+            "pipeline_test": config["test_accuracy"],
+            "trial_test": refit.get("trial_test_accuracy", config["test_accuracy"]),
             "brute_force_best": baseline["best"], "brute_force_model": baseline["best_model"],
             "shortfall": baseline["best"] - config["test_accuracy"], "trials": len(trials),
             "pipeline_seconds": round(wall, 1), "fit_seconds": round(fit_seconds, 1),

@@ -28,7 +28,6 @@ import optuna
 import torch
 
 from automl.bank import BankEntry, create_model, resolve_data_config
-from automl.bank.meta import forward_mflops
 from automl.finetune.data import TaskDataModule
 from automl.finetune.model_dir import EVAL_BATCH_SIZE, predict_proba
 from automl.finetune.module import FinetuneModule, make_trainer
@@ -110,7 +109,7 @@ def fit_once(entry: BankEntry, task: Task, hparams: Hparams, settings: FinetuneS
         epochs=hparams.epochs if refit else module.epochs_validated,
         val_curve=list(module.val_curve),
         train_images=module.images_seen,
-        mflops=forward_mflops(model, tuple(data_config["input_size"])),
+        mflops=module.mflops,
         seconds=time.monotonic() - start,
         best_state=module.best_state,
         data_config=datamodule.data_config,

@@ -22,6 +22,7 @@ from timm.models import group_parameters
 from timm.optim import create_optimizer_v2
 from torch import nn
 
+from automl.bank.meta import forward_mflops
 from automl.settings import Hparams
 from automl.settings.finetuning import STRATEGIES
 
@@ -142,6 +143,7 @@ class FinetuneModule(pl.LightningModule):
         self.epochs_validated = 0
         self.val_curve: list[float] = []  # validation accuracy (percent) after each epoch
         self.images_seen = 0  # training images processed (the compute a fit used)
+        self.mflops: float | None = None  # forward MFLOPs per training image, measured when training starts
         self._correct = self._seen = None
 
     def forward(self, images: torch.Tensor) -> torch.Tensor:
@@ -180,6 +182,9 @@ class FinetuneModule(pl.LightningModule):
         images, labels = batch
         self._correct += (self(images).argmax(dim=1) == labels).sum()
         self._seen += len(labels)
+
+    def on_train_start(self) -> None:
+        self.mflops = forward_mflops(self.model, tuple(self.trainer.datamodule.data_config["input_size"]))
 
     def on_validation_epoch_end(self) -> None:
         accuracy = 100.0 * self._correct.item() / max(1, self._seen.item())

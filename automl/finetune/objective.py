@@ -15,7 +15,6 @@ from optuna.trial import FrozenTrial
 from optuna_integration import PyTorchLightningPruningCallback
 
 from automl.bank import BankEntry
-from automl.bank.meta import forward_mflops
 from automl.fileio import atomic_path
 from automl.finetune.attrs import (
     DATA_CONFIG,
@@ -48,10 +47,6 @@ class _TrialProgress(pl.Callback):
         self.trial, self.model = trial, model
         self.start = time.monotonic()
 
-    def on_train_start(self, trainer: pl.Trainer, module: FinetuneModule) -> None:
-        input_size = tuple(trainer.datamodule.data_config["input_size"])
-        self.trial.set_user_attr("mflops", round(forward_mflops(module.model, input_size), 4))
-
     def on_validation_end(self, trainer: pl.Trainer, module: FinetuneModule) -> None:
         if trainer.sanity_checking:
             return
@@ -59,6 +54,7 @@ class _TrialProgress(pl.Callback):
         self.trial.set_user_attr("val_accuracy", module.best_val_acc)
         self.trial.set_user_attr("val_curve", [round(v, 4) for v in module.val_curve])
         self.trial.set_user_attr("train_images", module.images_seen)
+        self.trial.set_user_attr("mflops", round(module.mflops, 4))
         loss = trainer.callback_metrics.get("train_loss")
         log.info("trial %d %s: epoch %d/%d, val %.2f%% (best %.2f%%), train loss %s, %.1f s", self.trial.number,
                  self.model, module.epochs_validated, trainer.max_epochs, trainer.callback_metrics["val_acc"],

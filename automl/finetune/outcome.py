@@ -15,6 +15,7 @@ import optuna
 from optuna.trial import FrozenTrial, TrialState
 
 from automl.bank import BankEntry, weights_digest
+from automl.bank.meta import training_gflop
 from automl.fileio import atomic_path
 from automl.finetune.attrs import (
     DATA_CONFIG,
@@ -83,7 +84,7 @@ class TrialResult:
     @property
     def train_gflop(self) -> float | None:
         """The compute the trial used: training images x forward MFLOPs x 3 (forward and backward), in GFLOP."""
-        return None if self.mflops is None else 3 * self.train_images * self.mflops / 1e3
+        return None if self.mflops is None else training_gflop(self.train_images, self.mflops)
 
     @property
     def stopped(self) -> str:

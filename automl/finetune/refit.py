@@ -17,6 +17,7 @@ import numpy as np
 import optuna
 
 from automl.bank import BankEntry
+from automl.bank.meta import training_gflop
 from automl.fileio import atomic_path
 from automl.finetune.fit import fit_once
 from automl.finetune.model_dir import save_weights
@@ -44,7 +45,7 @@ class Refit:
 
     @property
     def train_gflop(self) -> float:
-        return 3 * self.train_images * self.mflops / 1e3
+        return training_gflop(self.train_images, self.mflops)
 
     @classmethod
     def of_study(cls, study: optuna.Study, best: TrialResult) -> Refit | None:
