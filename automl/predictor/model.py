@@ -20,6 +20,7 @@ from sklearn.pipeline import Pipeline, make_pipeline
 from sklearn.preprocessing import StandardScaler
 
 from automl.predictor.features import from_level
+from automl.threads import single_threaded
 
 KINDS = ("ridge", "boosting")
 
@@ -74,13 +75,14 @@ class AccuracyModel:
 
     def predict(self, features: np.ndarray, chance: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """Predicted accuracy (percent) and its interval for ``features`` [N, F]; ``chance`` [N] percent."""
-        level = self.regressor.predict(np.asarray(features, float))
+        with single_threaded():
+            level = self.regressor.predict(np.asarray(features, float))
         return (from_level(level, chance), from_level(level + self.error_low_, chance),
                 from_level(level + self.error_high_, chance))
 
 
 def _fit(regressor, features: np.ndarray, level: np.ndarray, weights: np.ndarray) -> None:
-    with warnings.catch_warnings():
+    with warnings.catch_warnings(), single_threaded():  # OpenMP threads of concurrent workers fight
         warnings.simplefilter("ignore", UserWarning)
         if isinstance(regressor, Pipeline):
             regressor.fit(features, level, ridge__sample_weight=weights)

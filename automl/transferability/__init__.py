@@ -12,19 +12,15 @@ the formula, the scale, the reference code it reproduces and what it does with c
 ``score`` validates the input once (``_validate``) and raises ValueError for bad input, TypeError for
 an option the score does not have.
 
-Scores run with BLAS and OpenMP limited to one thread (threadpoolctl, restored afterwards). At probe
-sizes (N ~ 500) the thin products and small decompositions gain nothing from threads, and on small
-or shared machines the thread pools of numpy's and scipy's OpenBLAS and torch's OpenMP fight: one
-randomized PCA of a 500 x 2048 matrix took 1.2 s with torch imported instead of 16 ms. One thread
-also makes the numbers independent of the core count (rank-based and mixture-based scores react
-to rounding). Parallelize across models instead.
+Scores run with BLAS and OpenMP limited to one thread (:func:`automl.threads.single_threaded`): at
+probe sizes (N ~ 500) threads gain nothing and their pools fight, and one thread makes the numbers
+independent of the core count (rank-based and mixture-based scores react to rounding). Parallelize
+across models instead.
 """
 
 from __future__ import annotations
 
-from functools import cache
-
-from threadpoolctl import ThreadpoolController
+from automl.threads import single_threaded
 
 from ._registry import ScoreSpec, get_spec, register_score, registered_names
 from ._validate import validate
@@ -55,14 +51,8 @@ def score(name: str, features: object, labels: object, probs: object = None, **o
         known = ", ".join(spec.options) or "none"
         raise TypeError(f"score {name!r} got unknown option(s) {', '.join(unknown)}; its options: {known}")
     inputs = validate(spec, features, labels, probs)
-    with _thread_pools().limit(limits=1):
+    with single_threaded():
         return float(spec.fn(inputs, **options))
-
-
-@cache
-def _thread_pools() -> ThreadpoolController:
-    """The BLAS/OpenMP libraries loaded at the first score (scanning them costs ~2 ms)."""
-    return ThreadpoolController()
 
 
 # Importing the score modules registers them.
