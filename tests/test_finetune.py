@@ -24,7 +24,7 @@ import torch
 from conftest import run_cli, write_random_bank
 from optuna.trial import TrialState
 
-from automl.bank import load_bank
+from automl.bank import BankEntry, load_bank
 from automl.config import compose, resolve, storage_url
 from automl.finetune import load_outcome, run_finetune
 from automl.finetune.budget import Budget, OverBudget, counts
@@ -32,7 +32,7 @@ from automl.finetune.fit import fit_once
 from automl.finetune.model_dir import ExportError, load_exported, read_config
 from automl.finetune.module import FinetuneModule, backbone_blocks, build_optimizer, freeze
 from automl.finetune.space import SearchSpace
-from automl.finetune.study import open_storage
+from automl.finetune.study import join_study, open_storage
 from automl.predict import main as predict_main
 from automl.settings import FinetuneSettings, Hparams, SettingsError
 from automl.tasks import load_task
@@ -179,6 +179,24 @@ def test_budget_admission_is_exact_when_trials_race(tmp_path):
     study.tell(first, 2.0)
     assert budget.wait_for_slot(study) is False  # 2 counted: this worker stops
     assert sum(counts(t) for t in study.trials) == 2
+
+
+def test_a_worker_joining_a_study_being_set_up_waits_for_its_candidates(tmp_path):
+    storage = open_storage(f"sqlite:///{tmp_path}/j.db", FinetuneSettings())
+    study = optuna.create_study(study_name="s", storage=storage)  # created; its creator still writing attrs
+    bank = {name: BankEntry(name, "test_resnet", "timm", 0) for name in ("a", "b", "c")}
+    space = {"lr": {"type": "float", "low": 0.001, "high": 0.01, "log": True}}
+
+    def creator() -> None:
+        time.sleep(0.5)
+        study.set_user_attr("search_space", space)
+        study.set_user_attr("candidates", ["b", "c"])
+
+    thread = threading.Thread(target=creator)
+    thread.start()
+    joined = join_study(optuna.load_study(study_name="s", storage=storage), [bank["a"]], bank, space)
+    thread.join()
+    assert [entry.name for entry in joined] == ["b", "c"]
 
 
 @pytest.mark.filterwarnings("ignore:Heartbeat of storage", "ignore::optuna.exceptions.ExperimentalWarning")

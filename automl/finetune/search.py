@@ -105,11 +105,12 @@ def run_finetune(task: Task, candidates: Sequence[BankEntry], settings: Finetune
     space = check_search(settings, search_space, [entry.name for entry in candidates])
     optuna_study, created = open_study(study, open_storage(storage, settings), settings, seed)
     if created:
-        optuna_study.set_user_attr("candidates", [entry.name for entry in candidates])
         optuna_study.set_user_attr("search_space", json.loads(json.dumps(search_space)))
         optuna_study.set_user_attr("task", {"name": task.name, "fingerprint": task.fingerprint})
         if settings.warm_start:
             warm_start(optuna_study, space, candidates, settings.default_hparams.as_dict(), warm)
+        # Written last: a joining worker takes "candidates" as the sign that the study is fully set up.
+        optuna_study.set_user_attr("candidates", [entry.name for entry in candidates])
     else:
         ranked = [entry.name for entry in candidates]
         candidates = join_study(optuna_study, candidates, available, search_space)

@@ -33,6 +33,7 @@ except ImportError:  # pragma: no cover
 log = logging.getLogger(__name__)
 
 _SCHEMA_ATTEMPTS = 5
+_SETUP_WAIT_S = 10.0
 
 
 def open_storage(url: str, settings: FinetuneSettings) -> optuna.storages.RDBStorage:
@@ -98,8 +99,16 @@ def open_study(name: str, storage: optuna.storages.RDBStorage, settings: Finetun
 def join_study(study: optuna.Study, candidates: Sequence[BankEntry], available: Mapping[str, BankEntry],
                space: Mapping[str, Any]) -> list[BankEntry]:
     """The candidates a loaded study recorded (looked up in ``available``), after checking it searches the
-    same space; ``candidates`` when its creator died before recording them."""
+    same space; ``candidates`` when its creator died before recording them.
+
+    The creator records its candidates last; a worker that joins while the creator is still setting the
+    study up waits up to ``_SETUP_WAIT_S`` for them instead of reading a half-written study.
+    """
+    deadline = time.monotonic() + _SETUP_WAIT_S
     attrs = study.user_attrs
+    while "candidates" not in attrs and time.monotonic() < deadline:
+        time.sleep(0.2)
+        attrs = study.user_attrs
     recorded = attrs.get("candidates")
     if recorded is None:
         return list(candidates)
