@@ -21,6 +21,7 @@ from automl.predictor import (
     zscore_bank,
 )
 from automl.predictor.features import bank_features, feature_names, from_level, to_level
+from automl.predictor.model import AccuracyModel
 from automl.predictor.shipped import DATA_DIR, load_meta
 from automl.settings import PredictorSettings
 
@@ -76,6 +77,32 @@ def test_features_keep_the_whole_banks_context_for_a_subset_of_it(meta):
     assert full.shape == (len(cell.candidates), len(feature_names(meta.score_names)))
     # a history holds only the fine-tuned models, yet their features are those they had in the whole bank
     np.testing.assert_allclose(bank_features(cell.candidates[:3], meta.score_names), full[:3])
+
+
+def test_the_model_orders_a_bank_by_what_its_measured_cells_teach_and_offsets_it_by_every_row():
+    rng = np.random.default_rng(0)
+    tasks = 8
+    offset = rng.normal(0, 3, tasks)  # how hard each task is, visible in feature 1
+    x = rng.normal(size=(tasks, 12))  # what separates the models of one task, feature 0
+    features = np.stack([x.ravel(), np.repeat(offset, 12)], axis=1)
+    level = (2 * x + offset[:, None]).ravel()
+    groups = np.repeat([f"t{i}" for i in range(tasks)], 12)
+    new = np.stack([np.linspace(-1, 1, 5), np.full(5, 2.0)], axis=1)
+    model = AccuracyModel("ridge").fit(features, level, groups)
+    mean, low, high = model.predict(new, np.zeros(5))
+    # the order within the task and its offset, as an accuracy (chance 0)
+    np.testing.assert_allclose(to_level(mean, 0.0), 2 * new[:, 0] + 2.0, atol=0.3)
+    assert np.all((low < mean) & (mean < high))
+    # heavy history rows measured alone, whose order within their task contradicts the cells: they move
+    # the prediction (offset stage) but never teach the relative stage
+    lone = np.array([[1.0, 0.0], [-1.0, 0.0]])
+    mixed = AccuracyModel("ridge").fit(np.concatenate([features, lone]), np.concatenate([level, [-2.0, 2.0]]),
+                                       np.concatenate([groups, ["user", "user"]]), np.r_[np.ones(len(level)), 50, 50],
+                                       cells=np.concatenate([groups, ["", ""]]))
+    assert np.all(np.diff(mixed.relative_.predict(new)) > 0)
+    assert np.all(np.diff(mixed.predict(new, np.zeros(5))[0]) < np.diff(mean))
+    alone = AccuracyModel("ridge").fit(features, level, groups, cells=np.full(len(level), ""))
+    assert alone.relative_ is None  # no measured cell: one regression of the level
 
 
 def test_the_shipped_predictor_loads_offline_and_predicts_every_model_in_range(meta):

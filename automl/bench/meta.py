@@ -9,7 +9,7 @@ methods rank its 12 models. Methods:
   depth, source accuracy;
 * ``best score`` and ``best z-mean`` — procedures that *pick* the single score, or the equal-weight
   mean of z-scores of up to 3 scores, with the best mean Pearson on the training cells;
-* ``model:<kind>`` — the accuracy model (:mod:`automl.accuracy`) fitted on the training cells; its
+* ``model:<kind>`` — the accuracy model (:mod:`automl.predictor.model`) fitted on the training cells; its
   prediction is an accuracy with an interval.
 
 Protocols (training cells → held-out cells): ``bank`` (leave one bank out), ``target`` (leave one target
@@ -94,7 +94,8 @@ def model_method(kind: str) -> Method:
     def fit(cells: list[Cell]) -> Scorer:
         model = AccuracyModel(kind).fit(np.concatenate([c.features for c in cells]),
                                         np.concatenate([to_level(c.oracle, c.chance) for c in cells]),
-                                        [f"{c.target}" for c in cells for _ in c.candidates])
+                                        [c.target for c in cells for _ in c.candidates],
+                                        cells=[f"{c.bank}/{c.target}/{c.seed}" for c in cells for _ in c.candidates])
 
         def score(cell: Cell) -> tuple[np.ndarray, np.ndarray]:
             mean, low, high = model.predict(cell.features, cell.chance)

@@ -19,6 +19,7 @@ from scipy import special
 
 LEVEL_CLIP = 0.01  # accuracies above chance are clipped to [1%, 99%] of the headroom before the logit
 LEVEL_SCORES = ("linear", "knn")  # scores that are accuracies in percent on the probe
+MODEL_FEATURES = ("headless", "log_params", "log_mflops", "depth", "log_source_images")
 
 
 @dataclass(frozen=True)
@@ -29,8 +30,10 @@ class Candidate:
     same z-scored across the whole bank on this task (:func:`zscore_bank`; missing = the bank mean);
     ``model_meta``: ``num_params``, ``depth``, ``mflops``, ``source_num_images``, ``num_classes`` (of the
     checkpoint's head, 0 = headless); ``task_meta``:
-    ``num_classes``, ``num_train``, ``image_side`` (pixels), and ``bank_mean_linear``/``bank_mean_knn``,
-    the whole bank's mean probe accuracies (:func:`bank_candidates`). Missing meta-features are allowed.
+    ``num_classes``, ``num_train``, ``image_side`` (pixels), and the whole bank's means
+    (:func:`bank_candidates`): ``bank_mean_linear``/``bank_mean_knn`` of the probe accuracies and
+    ``bank_mean_<f>`` of each model feature in ``MODEL_FEATURES``, so that a record of one model keeps its
+    place in its bank. Missing meta-features are allowed.
     """
 
     model_name: str
@@ -75,8 +78,11 @@ def bank_candidates(scores: Mapping[str, Mapping[str, float]], model_meta: Mappi
         raise ValueError(f"scores and model_meta name different models: {sorted(set(scores) ^ set(model_meta))}")
     names = list(scores)
     z = zscore_bank([scores[name] for name in names])
+    model_features = np.array([_model_features(model_meta[name]) for name in names])
     context = {**task_meta, **{f"bank_mean_{score}": _mean(scores[name].get(score) for name in names)
-                               for score in LEVEL_SCORES}}
+                               for score in LEVEL_SCORES},
+               **{f"bank_mean_{feature}": float(value)
+                  for feature, value in zip(MODEL_FEATURES, model_features.mean(axis=0), strict=True)}}
     return [Candidate(name, dict(scores[name]), z_i, dict(model_meta[name]), dict(context))
             for name, z_i in zip(names, z, strict=True)]
 
@@ -100,8 +106,8 @@ def from_level(level: np.ndarray, chance: np.ndarray) -> np.ndarray:
 def feature_names(score_names: Sequence[str]) -> list[str]:
     return ([f"z_{name}" for name in score_names]
             + [f"level_{name}" for name in LEVEL_SCORES] + [f"bank_level_{name}" for name in LEVEL_SCORES]
-            + ["headless", "log_classes", "log_train_per_class", "log_side", "log_params", "log_mflops",
-               "depth", "log_source_images"])
+            + ["log_classes", "log_train_per_class", "log_side", *MODEL_FEATURES]
+            + [f"relative_level_{name}" for name in LEVEL_SCORES] + [f"relative_{name}" for name in MODEL_FEATURES])
 
 
 def bank_features(candidates: Sequence[Candidate], score_names: Sequence[str]) -> np.ndarray:
@@ -120,17 +126,26 @@ def bank_features(candidates: Sequence[Candidate], score_names: Sequence[str]) -
         levels.append(to_level(np.where(np.isfinite(raw), raw, bank_mean), chance))
         bank_levels.append(to_level(bank_mean, chance))
     levels, bank_levels = np.stack(levels, axis=1), np.stack(bank_levels, axis=1)
-    meta = np.array([_meta(c) for c in candidates])
-    return np.concatenate([z, levels, bank_levels, meta], axis=1)
+    task = np.array([_task_features(c.task_meta) for c in candidates])
+    model = np.array([_model_features(c.model_meta) for c in candidates])
+    # Each model against the rest of its bank: what separates models on one task (the ranking) is
+    # relative (bigger, deeper, better probe than the others), whatever the bank.
+    bank_model = np.array([[_finite(c.task_meta.get(f"bank_mean_{feature}")) for feature in MODEL_FEATURES]
+                           for c in candidates])
+    bank_model = np.where(np.isfinite(bank_model), bank_model, model.mean(axis=0))
+    return np.concatenate([z, levels, bank_levels, task, model, levels - bank_levels, model - bank_model], axis=1)
 
 
-def _meta(c: Candidate) -> list[float]:
-    model, task = c.model_meta, c.task_meta
+def _task_features(task: Mapping[str, Any]) -> list[float]:
     classes = max(_finite(task.get("num_classes"), 2.0), 2.0)
     train = max(_finite(task.get("num_train"), classes), 1.0)
+    return [math.log2(classes), math.log2(train / classes), math.log2(max(_finite(task.get("image_side"), 32), 1))]
+
+
+def _model_features(model: Mapping[str, Any]) -> list[float]:
+    """In the order of MODEL_FEATURES."""
     headless = float(_finite(model.get("num_classes"), 1.0) == 0)  # no source classifier: no probabilities
-    return [headless, math.log2(classes), math.log2(train / classes), math.log2(max(_finite(task.get("image_side"), 32), 1)),
-            math.log10(max(_finite(model.get("num_params"), 1e6), 1.0)),
+    return [headless, math.log10(max(_finite(model.get("num_params"), 1e6), 1.0)),
             math.log10(max(_finite(model.get("mflops"), 10.0), 1e-3)),
             _finite(model.get("depth"), 20.0) / 50.0,
             math.log10(1.0 + max(_finite(model.get("source_num_images"), 0.0), 0.0))]
