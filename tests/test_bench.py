@@ -58,6 +58,10 @@ def test_regret_and_top_k_match_hand_computed_values():
     assert bench.top_k_hit([5, 1, 4, 3, 2], oracle, k=3) == 0.0  # best (index 1) is ranked 5th
     assert bench.top_k_hit([5, 3, 4, 1, 2], oracle, k=3) == 1.0  # ranked 3rd
     assert bench.top_k_hit([5, 1, 4, 1, 1], oracle, k=3) == 1.0  # ties keep bank order: index 1 is 3rd
+    assert bench.top_k_regret([5, 1, 4, 3, 2], oracle, k=3) == pytest.approx(90 - 85)  # keeps 80, 85, 70
+    assert bench.top_k_regret([5, 3, 4, 1, 2], oracle, k=3) == 0.0
+    assert bench.top_k_regret([5, 1, 4, 3, 2], oracle, k=1) == pytest.approx(10.0)
+    assert math.isnan(bench.top_k_regret([np.nan] * 5, oracle))
     assert bench.top_k_hit([5, 1, 4, 1, 1], oracle, k=2) == 0.0
     assert bench.top_k_hit([5, np.nan, 4, 3, 2], oracle, k=4) == 0.0  # NaN ranks last
 

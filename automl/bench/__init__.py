@@ -33,6 +33,7 @@ from automl.bench.metrics import (
     summarize,
     top1_regret,
     top_k_hit,
+    top_k_regret,
     weighted_tau,
 )
 from automl.bench.oracle import oracle_recipe, recipe_id
@@ -43,5 +44,5 @@ __all__ = [
     "RESULT_COLUMNS", "BenchError", "BenchResult", "PickleRefusedError", "kendall_tau", "load_probe",
     "oracle_recipe", "pearson_x100", "plasticity_scores", "probe_features", "probe_file",
     "read_oracle_csv", "recipe_id", "run_bench", "summarize", "target_settings", "top1_regret",
-    "top_k_hit", "weighted_tau",
+    "top_k_hit", "top_k_regret", "weighted_tau",
 ]

@@ -28,7 +28,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from automl.bench.metrics import pearson_x100, top1_regret, top_k_hit, weighted_tau
+from automl.bench.metrics import pearson_x100, top1_regret, top_k_hit, top_k_regret, weighted_tau
 from automl.predictor.features import to_level
 from automl.predictor.model import KINDS, AccuracyModel
 from automl.predictor.shipped import Cell, MetaData
@@ -152,7 +152,8 @@ def evaluate(data: MetaData, method_list: Sequence[Method], protocols: Sequence[
 def cell_metrics(scores: np.ndarray, interval: np.ndarray | None, cell: Cell) -> dict[str, float]:
     oracle = cell.oracle
     metrics = {"pearson": pearson_x100(scores, oracle), "weighted_tau": weighted_tau(scores, oracle),
-               "top1_regret": top1_regret(scores, oracle), "top3_hit": top_k_hit(scores, oracle)}
+               "top1_regret": top1_regret(scores, oracle), "top3_hit": top_k_hit(scores, oracle),
+               "top3_regret": top_k_regret(scores, oracle)}
     if interval is not None:
         low, high = interval
         metrics.update(mae=float(np.mean(np.abs(scores - oracle))),
@@ -170,7 +171,8 @@ def summarize(rows: Sequence[Mapping], protocol: str) -> list[dict]:
     summary = []
     for method, items in by_method.items():
         entry = {"method": method}
-        for metric in ("pearson", "weighted_tau", "top1_regret", "top3_hit", "mae", "coverage", "width"):
+        for metric in ("pearson", "weighted_tau", "top1_regret", "top3_hit", "top3_regret", "mae", "coverage",
+                       "width"):
             values = [row[metric] for row in items if metric in row and math.isfinite(row[metric])]
             entry[metric] = float(np.mean(values)) if values else math.nan
         summary.append(entry)
@@ -191,14 +193,15 @@ def table_cells(summaries: Mapping[str, Sequence[Mapping]]) -> tuple[list[str], 
     Pearson of leaving only one of them out."""
     main = summaries["both"]
     by_protocol = {p: {e["method"]: e for e in summaries[p]} for p in summaries}
-    header = ["method", "Pearson", "weighted τ", "regret (pts)", "top-3 %", "MAE (pts)", "80% cover %",
-              "median width", "Pearson, bank out", "Pearson, target out"]
+    header = ["method", "Pearson", "weighted τ", "regret (pts)", "top-3 %", "top-3 regret", "MAE (pts)",
+              "80% cover %", "median width", "Pearson, bank out", "Pearson, target out"]
 
     def fmt(value: float, spec: str) -> str:
         return "–" if not math.isfinite(value) else format(value, spec)
 
     rows = [[e["method"], fmt(e["pearson"], ".1f"), fmt(e["weighted_tau"], ".2f"), fmt(e["top1_regret"], ".2f"),
-             fmt(100 * e["top3_hit"], ".0f"), fmt(e["mae"], ".1f"), fmt(100 * e["coverage"], ".0f"),
+             fmt(100 * e["top3_hit"], ".0f"), fmt(e["top3_regret"], ".2f"), fmt(e["mae"], ".1f"),
+             fmt(100 * e["coverage"], ".0f"),
              fmt(e["width"], ".1f"),
              *(fmt(by_protocol[p][e["method"]]["pearson"], ".1f") if p in by_protocol else "–"
                for p in ("bank", "target"))]

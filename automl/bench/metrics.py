@@ -83,6 +83,17 @@ def top_k_hit(scores: Sequence[float], oracle: Sequence[float], k: int = TOP_K) 
     return float(np.max(o[order[:k]]) == np.max(o))
 
 
+def top_k_regret(scores: Sequence[float], oracle: Sequence[float], k: int = TOP_K) -> float:
+    """Accuracy points lost by fine-tuning the ``k`` best-scored models and keeping the best of them
+    (what the pipeline's ``finetune.top_k`` risks): ``max(oracle) - max(oracle[top k])`` (>= 0). Order as
+    in :func:`top_k_hit`; NaN if no score is finite."""
+    s, o = _arrays(scores, oracle)
+    if not np.isfinite(s).any():
+        return math.nan
+    order = np.argsort(-np.where(np.isfinite(s), s, -np.inf), kind="stable")
+    return float(np.max(o) - np.max(o[order[:k]]))
+
+
 def evaluate(methods: Mapping[str, Mapping[Key, MethodScores]], oracle: Mapping[str, Mapping[str, float]]
              ) -> list[dict[str, Any]]:
     """One row of metrics per (method, target, seed), over the models that have an oracle accuracy."""
