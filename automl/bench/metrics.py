@@ -76,22 +76,26 @@ def top_k_hit(scores: Sequence[float], oracle: Sequence[float], k: int = TOP_K) 
     Order: score descending, non-finite scores last, ties in the given (bank) order; NaN if no score is
     finite.
     """
-    s, o = _arrays(scores, oracle)
-    if not np.isfinite(s).any():
-        return math.nan
-    order = np.argsort(-np.where(np.isfinite(s), s, -np.inf), kind="stable")
-    return float(np.max(o[order[:k]]) == np.max(o))
+    best_of_top, best = _best_of_top_k(scores, oracle, k)
+    return float(best_of_top == best) if math.isfinite(best_of_top) else math.nan
 
 
 def top_k_regret(scores: Sequence[float], oracle: Sequence[float], k: int = TOP_K) -> float:
     """Accuracy points lost by fine-tuning the ``k`` best-scored models and keeping the best of them
     (what the pipeline's ``finetune.top_k`` risks): ``max(oracle) - max(oracle[top k])`` (>= 0). Order as
     in :func:`top_k_hit`; NaN if no score is finite."""
+    best_of_top, best = _best_of_top_k(scores, oracle, k)
+    return best - best_of_top
+
+
+def _best_of_top_k(scores: Sequence[float], oracle: Sequence[float], k: int) -> tuple[float, float]:
+    """(the best oracle accuracy among the ``k`` best-scored models, the best overall); the first is NaN
+    if no score is finite. Order as in :func:`top_k_hit`."""
     s, o = _arrays(scores, oracle)
     if not np.isfinite(s).any():
-        return math.nan
+        return math.nan, float(np.max(o))
     order = np.argsort(-np.where(np.isfinite(s), s, -np.inf), kind="stable")
-    return float(np.max(o) - np.max(o[order[:k]]))
+    return float(np.max(o[order[:k]])), float(np.max(o))
 
 
 def evaluate(methods: Mapping[str, Mapping[Key, MethodScores]], oracle: Mapping[str, Mapping[str, float]]

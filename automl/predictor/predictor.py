@@ -73,7 +73,7 @@ def shipped_training_set(data_dir: str = str(DATA_DIR)) -> tuple[TrainingSet, tu
     features = np.concatenate([cell.features for cell in data.cells])
     level = np.concatenate([to_level(cell.oracle, cell.chance) for cell in data.cells])
     groups = np.array([f"meta:{cell.target}" for cell in data.cells for _ in cell.candidates])
-    cells = np.array([f"{cell.bank}/{cell.target}/{cell.seed}" for cell in data.cells for _ in cell.candidates])
+    cells = np.array([cell.name for cell in data.cells for _ in cell.candidates])
     return TrainingSet(features, level, groups, np.ones(len(level)), cells), tuple(data.score_names)
 
 

@@ -38,6 +38,11 @@ class Cell:
     def chance(self) -> np.ndarray:
         return np.array([c.chance for c in self.candidates])
 
+    @property
+    def name(self) -> str:
+        """``bank/target/seed``: the cell's identity, as the accuracy model's ``cells`` argument takes it."""
+        return f"{self.bank}/{self.target}/{self.seed}"
+
 
 @dataclass
 class MetaData:
