@@ -10,12 +10,17 @@ from omegaconf import DictConfig
 
 from automl.cli import run_command
 from automl.config import CONF_DIR, resolve  # importing it registers the schemas and resolvers
-from automl.pipeline import run
 
 
 @hydra.main(version_base="1.3", config_path=str(CONF_DIR), config_name="config")
 def main(cfg: DictConfig) -> float | None:
-    return run_command(lambda: run(resolve(cfg), Path(HydraConfig.get().runtime.output_dir)),
+    def run_stages() -> float | None:
+        # imported here: torch, timm and Lightning take seconds that --help and config errors do not need
+        from automl.pipeline import run
+
+        return run(resolve(cfg), Path(HydraConfig.get().runtime.output_dir))
+
+    return run_command(run_stages,
                        hint="python -m automl --help lists the settings",
                        resume="caches, finished trials and the history are kept, a running trial is queued "
                               "again; rerun the same command to resume")

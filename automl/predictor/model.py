@@ -71,6 +71,17 @@ class AccuracyModel:
         self.relative_, self.offset_ = self._fit_stages(features, level, weights, cells)
         return self
 
+    def refitted(self, features: np.ndarray, level: np.ndarray, weights: np.ndarray, cells: Sequence) -> AccuracyModel:
+        """A copy with both stages fitted on these rows (shapes as in :meth:`fit`) that keeps this model's
+        interval: its held-out error quantiles. For a few added rows the refit changes the predictions
+        little and the error spread less, and skipping the cross-validation makes it ~10x cheaper, which
+        matters where each of a history's tasks is left out in turn (:mod:`.calibration`)."""
+        copy = AccuracyModel(self.kind, self.coverage)
+        copy.error_low_, copy.error_high_ = self.error_low_, self.error_high_
+        copy.relative_, copy.offset_ = copy._fit_stages(np.asarray(features, float), np.asarray(level, float),
+                                                        np.asarray(weights, float), np.asarray(cells, dtype=str))
+        return copy
+
     def _fit_stages(self, features, level, weights, cells):
         """(relative, offset) regressors; relative is None when no row has a cell."""
         in_cell = cells != ""

@@ -160,11 +160,12 @@ class AccuracyPredictor:
         return self
 
     def refined(self, transfers: Sequence[TransferRecord]) -> AccuracyModel:
-        """The accuracy model fitted on the shipped records plus ``transfers``."""
+        """The accuracy model fitted on the shipped records plus ``transfers``, with the cold start's
+        interval (how well that interval holds on the user's tasks is what :mod:`.calibration` reports)."""
         shipped, names = shipped_training_set(self.data_dir)
         rows_per_task = len(shipped.level) / len(np.unique(shipped.groups))
         training = shipped + history_training_set(transfers, names, rows_per_task)
-        return AccuracyModel(self.settings.kind, self.settings.coverage).fit(*training.arrays())
+        return self.cold_start().refitted(training.features, training.level, training.weights, training.cells)
 
     def predict(self, candidates: Sequence[Candidate], model: AccuracyModel | None = None) -> Prediction:
         """Predicted fine-tuned accuracy for ``candidates`` (a whole bank on one task)."""
