@@ -103,6 +103,11 @@ def test_the_model_orders_a_bank_by_what_its_measured_cells_teach_and_offsets_it
     assert np.all(np.diff(mixed.predict(new, np.zeros(5))[0]) < np.diff(mean))
     alone = AccuracyModel("ridge").fit(features, level, groups, cells=np.full(len(level), ""))
     assert alone.relative_ is None  # no measured cell: one regression of the level
+    # refitted on rows one level lower: the predictions follow, the interval's offsets stay
+    lowered = model.refitted(features, level - 1.0, np.ones(len(level)), groups)
+    np.testing.assert_allclose(to_level(lowered.predict(new, np.zeros(5))[0], 0.0), to_level(mean, 0.0) - 1.0,
+                               atol=1e-6)
+    assert (lowered.error_low_, lowered.error_high_) == (model.error_low_, model.error_high_)
 
 
 def test_the_shipped_predictor_loads_offline_and_predicts_every_model_in_range(meta):
