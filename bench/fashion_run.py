@@ -78,10 +78,10 @@ def main() -> None:
     out = Path(settings.out).resolve()
     run_dir = out / time.strftime("%Y-%m-%d_%H-%M-%S")
     # args first: Hydra's flags (--config-dir ...) must precede the overrides
-    command = [sys.executable, "-m", "automl", *shlex.split(settings.args), "task=folder", f"task.root={folder}", "task.image_size=32",
-               f"bank.dir={bank}", f"cache_dir={out / 'cache'}", f"storage=sqlite:///{out / 'automl.db'}",
-               f"finetune.artifacts_dir={out / 'artifacts'}", "finetune.progress_bar=false",
-               f"hydra.run.dir={run_dir}"]
+    command = [sys.executable, "-m", "automl", *shlex.split(settings.args), "task=folder", f"task.root={folder}",
+               "task.image_size=32", f"bank.dir={bank}", f"cache_dir={out / 'cache'}",
+               f"storage=sqlite:///{out / 'automl.db'}", f"finetune.artifacts_dir={out / 'artifacts'}",
+               "finetune.progress_bar=false", f"hydra.run.dir={run_dir}"]
     code = Path(settings.code).resolve()
     print("running:", shlex.join(command), f"(code: {code})", flush=True)
     start = time.perf_counter()

@@ -71,7 +71,8 @@ class AccuracyModel:
         self.relative_, self.offset_ = self._fit_stages(features, level, weights, cells)
         return self
 
-    def refitted(self, features: np.ndarray, level: np.ndarray, weights: np.ndarray, cells: Sequence) -> AccuracyModel:
+    def refitted(self, features: np.ndarray, level: np.ndarray, weights: np.ndarray, cells: Sequence
+                 ) -> AccuracyModel:
         """A copy with both stages fitted on these rows (shapes as in :meth:`fit`) that keeps this model's
         interval: its held-out error quantiles. For a few added rows the refit changes the predictions
         little and the error spread less, and skipping the cross-validation makes it ~10x cheaper, which
