@@ -1,7 +1,7 @@
 """One whole ``python -m automl`` run on a Fashion-MNIST-shaped folder: 70k 28x28 grey PNGs, 10 classes.
 
-The folder holds handwritten digits (scikit-learn's 8x8 digits, each drawn anew at 28x28 with a random
-shift, scale, rotation, stroke width and noise), made once under ``folder`` (seeded). The run uses a
+The folder holds handwritten digits (``bench/_folders.py``, also what ``bench/scan.py`` scans), made
+once under ``folder`` (seeded). The run uses a
 3-model bank (resnet, effnet, nfnet pretrained on textures, made once under ``bank``) so every model is a
 candidate whatever the ranking says, and any ``args`` passed through, so the same settings can be run by
 another checkout of automl (``code=<its folder>``) for a before/after comparison. Printed: wall time,
@@ -23,11 +23,9 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-import numpy as np
-from PIL import Image
-
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
+from _folders import DIGITS_FOLDER, digit_folder
 from _settings import parse
 
 from automl.bank.demo import build_demo_bank
@@ -36,43 +34,17 @@ from automl.bank.demo import build_demo_bank
 @dataclass
 class Settings:
     images: int = 70000
-    folder: str = "outputs/cache/bench/fashion-70k"
+    folder: str = DIGITS_FOLDER
     bank: str = "outputs/cache/bench/fashion-bank"
     code: str = "."  # the automl checkout that runs (its own package and conf/)
     args: str = ""  # more overrides for python -m automl, as one string
     out: str = "outputs/bench/fashion_run"
 
 
-def make_folder(folder: Path, count: int) -> Path:
-    """``count`` 28x28 grey PNGs of digits in ``folder/<digit>/`` (made once; ~1 min per 10k)."""
-    from scipy import ndimage
-    from sklearn.datasets import load_digits
-
-    done = folder / "complete"
-    if done.is_file() and int(done.read_text()) == count:
-        return folder
-    digits = load_digits()
-    rng = np.random.default_rng(0)
-    for index in range(count):
-        source = rng.integers(len(digits.images))
-        label = digits.target[source]
-        canvas = np.zeros((28, 28))
-        glyph = ndimage.zoom(digits.images[source] / 16.0, rng.uniform(2.0, 2.8), order=1)
-        glyph = ndimage.rotate(glyph, rng.uniform(-15, 15), reshape=False, order=1)
-        glyph = ndimage.grey_dilation(glyph, size=int(rng.integers(1, 3)))
-        top, left = (rng.integers(0, 28 - side + 1) for side in glyph.shape)
-        canvas[top:top + glyph.shape[0], left:left + glyph.shape[1]] = glyph
-        pixels = 255 * canvas + rng.normal(0, 10, canvas.shape)
-        path = folder / str(label) / f"{index:06d}.png"
-        path.parent.mkdir(parents=True, exist_ok=True)
-        Image.fromarray(np.clip(pixels, 0, 255).astype(np.uint8), mode="L").save(path)
-    done.write_text(str(count))
-    return folder
-
-
 def main() -> None:
     settings = parse(Settings, __doc__)
-    folder = make_folder(Path(settings.folder).resolve(), settings.images)
+    folder = Path(settings.folder).resolve()
+    digit_folder(folder, settings.images)
     bank = Path(settings.bank).resolve()
     build_demo_bank(bank, archs=["resnet", "effnet", "nfnet"], sources=["textures"])
     out = Path(settings.out).resolve()

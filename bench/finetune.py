@@ -4,6 +4,8 @@
   training device + FinetuneModule + make_trainer (progress bar as set);
 * **raw** — a plain PyTorch loop over the same images already in memory as one uint8 tensor, with the
   same batch size, the same augmentation (BatchAugment), optimizer and schedule: the model's own speed;
+* **raw NCHW** — with ``channels_last`` (the default), the raw loop again in the contiguous layout: what
+  the NHWC layout itself gains;
 * **per-image PIL** — for reference, the path trials took before: every image decoded from its file and
   transformed by timm's PIL pipeline in every epoch (same model and optimizer).
 
@@ -13,7 +15,7 @@ median images/second, the trial/raw ratio (goal >= 0.90), the time to decode the
 GPU its utilisation during the trial.
 
     python bench/finetune.py [arch=test_resnet] [epochs=4] [rounds=2] [batch_size=64] [threads=N]
-                             [device=cpu] [progress_bar=true] [task=digits]
+                             [device=cpu] [progress_bar=true] [task=digits] [channels_last=true]
 """
 
 from __future__ import annotations
@@ -62,7 +64,7 @@ class Settings:
     threads: int | None = None  # torch intra-op threads (null: torch's default)
     device: str = "cpu"
     progress_bar: bool = True
-
+    channels_last: bool = True  # as finetune.channels_last
 
 
 class EpochTimer(pl.Callback):
@@ -90,20 +92,23 @@ def trial_rates(task, settings: Settings, hparams, augment: AugmentSettings) -> 
     timer = EpochTimer()
     with quiet_libraries():  # as the search runs its trials
         trainer = make_trainer(hparams.epochs, settings.device, callbacks=[timer], progress_bar=settings.progress_bar)
-        trainer.fit(FinetuneModule(model, task.num_classes, hparams), datamodule=datamodule)
+        module = FinetuneModule(model, task.num_classes, hparams, channels_last=settings.channels_last)
+        trainer.fit(module, datamodule=datamodule)
     return timer.rates[1:]
 
 
-def plain_loop(model: nn.Module, batches, hparams, steps_per_epoch: int, device: str) -> list[float]:
+def plain_loop(model: nn.Module, batches, hparams, steps_per_epoch: int, device: str, channels_last: bool
+               ) -> list[float]:
     """One plain training loop; ``batches()`` yields (float images on the device, labels) per epoch."""
-    model.to(device).train()
+    layout = torch.channels_last if channels_last else torch.contiguous_format
+    model.to(device, memory_format=layout).train()
     optimizer, scheduler = build_optimizer(model, hparams, total_steps=hparams.epochs * steps_per_epoch)
     loss_fn = nn.CrossEntropyLoss(label_smoothing=hparams.label_smoothing)
     rates = []
     for _ in range(hparams.epochs):
         start, images = time.perf_counter(), 0
         for x, y in batches():
-            loss = loss_fn(model(x), y)
+            loss = loss_fn(model(x.contiguous(memory_format=layout)), y)
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
             optimizer.step()
@@ -115,7 +120,8 @@ def plain_loop(model: nn.Module, batches, hparams, steps_per_epoch: int, device:
     return rates[1:]
 
 
-def raw_rates(task, settings: Settings, hparams, augment: AugmentSettings, pixels: np.ndarray) -> list[float]:
+def raw_rates(task, settings: Settings, hparams, augment: AugmentSettings, pixels: np.ndarray,
+              channels_last: bool) -> list[float]:
     pl.seed_everything(0, verbose=False)
     device = settings.device
     x_all = torch.from_numpy(pixels).to(device)
@@ -128,7 +134,7 @@ def raw_rates(task, settings: Settings, hparams, augment: AugmentSettings, pixel
             yield augmenter(x_all[index]), y_all[index]
 
     model = timm.create_model(settings.arch, num_classes=task.num_classes)
-    return plain_loop(model, batches, hparams, -(-len(y_all) // hparams.batch_size), device)
+    return plain_loop(model, batches, hparams, -(-len(y_all) // hparams.batch_size), device, channels_last)
 
 
 def pil_rates(task, settings: Settings, hparams, augment: AugmentSettings) -> list[float]:
@@ -145,7 +151,8 @@ def pil_rates(task, settings: Settings, hparams, augment: AugmentSettings) -> li
             yield x.to(settings.device), labels[index].to(settings.device)
 
     model = timm.create_model(settings.arch, num_classes=task.num_classes)
-    return plain_loop(model, batches, hparams, -(-len(paths) // hparams.batch_size), settings.device)
+    return plain_loop(model, batches, hparams, -(-len(paths) // hparams.batch_size), settings.device,
+                      settings.channels_last)
 
 
 def gpu_utilisation(run) -> tuple[object, float | None]:
@@ -185,16 +192,20 @@ def main() -> None:
               f"{hparams.batch_size}, {hparams.epochs} epochs x {settings.rounds} rounds, {settings.device}, "
               f"torch threads {torch.get_num_threads()}; augment {dataclasses.asdict(augment)}")
         print(f"decoding train + val once: {decode:.2f} s; reading the cached train split again: {warm * 1e3:.1f} ms")
-        trial, raw, pil, utilisation = [], [], [], []
+        rates: dict[str, list[float]] = {"trial": [], "raw tensors": [], "raw NCHW": [], "per-image PIL": []}
+        utilisation = []
         for _ in range(settings.rounds):
-            rates, used = gpu_utilisation(lambda: trial_rates(task, settings, hparams, augment))
-            trial += rates
+            trial, used = gpu_utilisation(lambda: trial_rates(task, settings, hparams, augment))
+            rates["trial"] += trial
             utilisation += [used] if used is not None else []
-            raw += raw_rates(task, settings, hparams, augment, pixels)
-            pil += pil_rates(task, settings, hparams, augment)
-    trial_median, raw_median, pil_median = map(statistics.median, (trial, raw, pil))
+            rates["raw tensors"] += raw_rates(task, settings, hparams, augment, pixels, settings.channels_last)
+            if settings.channels_last:
+                rates["raw NCHW"] += raw_rates(task, settings, hparams, augment, pixels, channels_last=False)
+            rates["per-image PIL"] += pil_rates(task, settings, hparams, augment)
+    medians = {name: statistics.median(values) for name, values in rates.items() if values}
+    trial_median, raw_median, pil_median = medians["trial"], medians["raw tensors"], medians["per-image PIL"]
     print(f"\n{'path':<16} {'img/s (median)':>14}  {'/ raw':>6}")
-    for name, value in (("trial", trial_median), ("raw tensors", raw_median), ("per-image PIL", pil_median)):
+    for name, value in medians.items():
         print(f"{name:<16} {value:>14.0f}  {value / raw_median:>6.3f}")
     print(f"\ntrial / raw = {trial_median / raw_median:.3f} (goal >= 0.90); trial / per-image PIL = "
           f"{trial_median / pil_median:.2f}x")

@@ -7,10 +7,11 @@ Measured in one run, each the median of ``repeats``:
 * **warm** — the same scan again: only a ``stat`` per file against the task's scan cache;
 * **reference** — what the scan must at least do: read every file and decode it with PIL, serially.
 
-Goals (issue 13): cold <= 15 s, warm <= 2 s on 2 cores. The folder is generated once under
-``folder`` (seeded; ~1 min) and reused.
+Goals (issue 13): cold <= 15 s, warm <= 2 s on 2 cores. The folder (handwritten digits,
+``bench/_folders.py``) is generated once under ``folder`` (seeded; ~1 min) and shared with
+``bench/fashion_run.py``.
 
-    python bench/scan.py [images=70000] [repeats=3] [folder=outputs/cache/bench/scan-70k]
+    python bench/scan.py [images=70000] [repeats=3] [folder=outputs/cache/bench/fashion-70k]
 """
 
 from __future__ import annotations
@@ -23,11 +24,11 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-import numpy as np
 from PIL import Image
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
+from _folders import DIGITS_FOLDER, digit_folder
 from _settings import parse
 
 from automl.images import MAX_PIXELS
@@ -38,26 +39,8 @@ from automl.scan import scan_images, scan_workers
 class Settings:
     images: int = 70000
     repeats: int = 3
-    folder: str = "outputs/cache/bench/scan-70k"
+    folder: str = DIGITS_FOLDER
     workers: int = 2  # the pool size measured next to the single process
-
-
-def make_folder(folder: Path, count: int) -> list[Path]:
-    """``count`` 28x28 grey PNGs of blurred random strokes, in 10 class folders (made once)."""
-    paths = [folder / f"class{i % 10}" / f"{i:06d}.png" for i in range(count)]
-    if all(path.is_file() for path in paths[:: max(1, count // 100)]) and paths[-1].is_file():
-        return paths
-    rng = np.random.default_rng(0)
-    for index, path in enumerate(paths):
-        path.parent.mkdir(parents=True, exist_ok=True)
-        pixels = np.zeros((28, 28), dtype=np.float32)
-        rows, cols = rng.integers(4, 24, size=(2, 6))
-        pixels[rows, cols] = 255.0
-        pixels += rng.normal(0, 12, size=pixels.shape) + 20 * (index % 10)
-        buffer = io.BytesIO()
-        Image.fromarray(np.clip(pixels, 0, 255).astype(np.uint8), mode="L").save(buffer, format="PNG")
-        path.write_bytes(buffer.getvalue())
-    return paths
 
 
 def timed(run) -> float:
@@ -68,7 +51,7 @@ def timed(run) -> float:
 
 def main() -> None:
     settings = parse(Settings, __doc__)
-    paths = make_folder(Path(settings.folder), settings.images)
+    paths = digit_folder(Path(settings.folder), settings.images)
     megabytes = sum(path.stat().st_size for path in paths) / 1e6
     print(f"{len(paths)} PNGs, {megabytes:.1f} MB; scan_workers() would use {scan_workers(len(paths))} process(es) "
           "on this machine")

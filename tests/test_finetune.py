@@ -30,7 +30,7 @@ from automl.finetune import load_outcome, run_finetune
 from automl.finetune.budget import Budget, OverBudget, counts
 from automl.finetune.fit import fit_once
 from automl.finetune.model_dir import ExportError, load_exported, read_config
-from automl.finetune.module import FinetuneModule, backbone_blocks, build_optimizer, freeze
+from automl.finetune.module import FinetuneModule, backbone_blocks, build_optimizer, cpu_state, freeze
 from automl.finetune.space import SearchSpace
 from automl.finetune.study import join_study, open_storage
 from automl.predict import main as predict_main
@@ -116,6 +116,22 @@ def test_strategies_freeze_what_they_say(arch, kwargs):
     norms = [m for m in model.modules() if isinstance(m, torch.nn.modules.batchnorm._BatchNorm)]
     assert all(not m.training for m in norms)  # frozen BN keeps its statistics
     assert module.model.get_classifier().training
+
+
+def test_channels_last_trains_the_same_function_and_keeps_a_standard_state():
+    torch.manual_seed(0)
+    standard = timm.create_model("test_resnet", num_classes=3).eval()
+    nhwc = timm.create_model("test_resnet", num_classes=3)
+    nhwc.load_state_dict(standard.state_dict())
+    module = FinetuneModule(nhwc, 3, hparams(), channels_last=True).eval()
+    conv = next(p for p in module.model.parameters() if p.ndim == 4 and p.shape[1] > 1)
+    assert conv.is_contiguous(memory_format=torch.channels_last) and not conv.is_contiguous()
+    images = torch.randn(4, 3, 32, 32)
+    with torch.no_grad():
+        torch.testing.assert_close(module(images), standard(images), atol=1e-4, rtol=1e-4)
+    state = cpu_state(module.model)  # what the trial keeps and safetensors saves
+    assert all(value.is_contiguous() for value in state.values())
+    torch.testing.assert_close(state, standard.state_dict())
 
 
 def test_layer_decay_scales_the_group_learning_rates():

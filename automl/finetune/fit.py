@@ -30,7 +30,7 @@ import torch
 from automl.bank import BankEntry, create_model, resolve_data_config
 from automl.finetune.data import TaskDataModule
 from automl.finetune.model_dir import EVAL_BATCH_SIZE, predict_proba
-from automl.finetune.module import FinetuneModule, make_trainer
+from automl.finetune.module import FinetuneModule, cpu_state, make_trainer
 from automl.settings import FinetuneSettings, Hparams
 from automl.tasks import Split, Task
 
@@ -65,8 +65,8 @@ def fit_once(entry: BankEntry, task: Task, hparams: Hparams, settings: FinetuneS
         entry: the bank model; its classifier is replaced by a fresh ``task.num_classes``-way head.
         task: the task (train for fitting, val to choose the epoch, test to measure it).
         hparams: the validated recipe (epochs, optimizer, schedule, freezing, regularisation).
-        settings: how fits run: ``precision``, ``num_workers``, ``augment``, ``limit_train_batches``,
-            ``progress_bar`` (None: the defaults).
+        settings: how fits run: ``precision``, ``channels_last``, ``num_workers``, ``augment``,
+            ``limit_train_batches``, ``progress_bar`` (None: the defaults).
         device: ``cpu``, ``cuda[:i]`` or ``mps`` (already resolved, not ``auto``).
         seed: seeds Python, numpy, torch and the loader workers before the model is built.
         progress_bar: overrides ``settings.progress_bar`` (e.g. off under another progress display).
@@ -86,13 +86,13 @@ def fit_once(entry: BankEntry, task: Task, hparams: Hparams, settings: FinetuneS
                                 augment=settings.augment,
                                 drop_last=hparams.mixing,  # mixing pairs up a batch: a last batch of 1 cannot be mixed
                                 pin_memory=device.startswith("cuda"))
-    module = FinetuneModule(model, task.num_classes, hparams)
+    module = FinetuneModule(model, task.num_classes, hparams, channels_last=settings.channels_last)
     trainer = make_trainer(hparams.epochs, device, precision=settings.precision, callbacks=callbacks,
                            limit_train_batches=settings.limit_train_batches, validate=not refit,
                            progress_bar=settings.progress_bar if progress_bar is None else progress_bar)
     _fit_interruptibly(trainer, module, datamodule)
     if refit:
-        module.best_state = {key: value.detach().cpu().clone() for key, value in model.state_dict().items()}
+        module.best_state = cpu_state(model)
         module.best_epoch = hparams.epochs - 1
     if module.best_state is None:
         raise RuntimeError(f"{entry.name} on {task.name}: no validation epoch finished")
