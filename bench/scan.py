@@ -3,7 +3,7 @@
 Measured in one run, each the median of ``repeats``:
 
 * **cold** — a scan with no cache: every file read once, hashed and decoded (``automl.scan``), with 1
-  process and with the pool ``scan_workers`` would pick on a machine with more cores;
+  process and with a pool of ``workers`` processes (what ``scan_workers`` picks on 2 cores);
 * **warm** — the same scan again: only a ``stat`` per file against the task's scan cache;
 * **reference** — what the scan must at least do: read every file and decode it with PIL, serially.
 
