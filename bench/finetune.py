@@ -4,7 +4,7 @@
   training device + FinetuneModule + make_trainer (progress bar as set);
 * **raw** — a plain PyTorch loop over the same images already in memory as one uint8 tensor, with the
   same batch size, the same augmentation (BatchAugment), optimizer and schedule: the model's own speed;
-* **raw NCHW** — with ``channels_last`` (the default), the raw loop again in the contiguous layout: what
+* **raw NCHW** — when the trial trains in NHWC (``finetune.channels_last``), the raw loop again in the contiguous layout: what
   the NHWC layout itself gains;
 * **per-image PIL** — for reference, the path trials took before: every image decoded from its file and
   transformed by timm's PIL pipeline in every epoch (same model and optimizer).
@@ -15,7 +15,7 @@ median images/second, the trial/raw ratio (goal >= 0.90), the time to decode the
 GPU its utilisation during the trial.
 
     python bench/finetune.py [arch=test_resnet] [epochs=4] [rounds=2] [batch_size=64] [threads=N]
-                             [device=cpu] [progress_bar=true] [task=digits] [channels_last=true]
+                             [device=cpu] [progress_bar=true] [task=digits] [channels_last=null]
 """
 
 from __future__ import annotations
@@ -64,7 +64,7 @@ class Settings:
     threads: int | None = None  # torch intra-op threads (null: torch's default)
     device: str = "cpu"
     progress_bar: bool = True
-    channels_last: bool = True  # as finetune.channels_last
+    channels_last: bool | None = None  # null: finetune.channels_last's default
 
 
 class EpochTimer(pl.Callback):
@@ -175,6 +175,8 @@ def main() -> None:
         torch.set_num_threads(settings.threads)
     with tempfile.TemporaryDirectory() as cache:
         run = resolve(compose([f"task={settings.task}", f"cache_dir={cache}"]))
+        if settings.channels_last is None:
+            settings.channels_last = run.finetune.channels_last
         task = load_task(run.task, cache)
         hparams = dataclasses.replace(run.finetune.default_hparams, epochs=settings.epochs,
                                       batch_size=settings.batch_size, label_smoothing=0.0)

@@ -110,7 +110,7 @@ class FinetuneSettings:
     default_hparams: Hparams = field(default_factory=Hparams)  # warm-start trials; fill what the space omits
     augment: AugmentSettings = field(default_factory=AugmentSettings)
     precision: str = "auto"  # auto: bf16-mixed (or 16-mixed) on a GPU, 32-true on the CPU; or Lightning's
-    channels_last: bool = True  # NHWC weights and batches: 1.16-1.25x faster training steps on 2 CPU cores
+    channels_last: bool = True  # NHWC weights and batches: faster convnet steps (README; slower for ViTs)
     num_workers: Any = "auto"  # data loader processes: auto = 0 (batches index decoded pixels), or an int >= 0
     torch_threads: int | None = field(default=None, metadata=rule(integer=True, ge=1, optional=True))
     limit_train_batches: Any = None  # cap batches per epoch: an int, a fraction in (0, 1], or null
