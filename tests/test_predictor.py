@@ -110,6 +110,27 @@ def test_the_model_orders_a_bank_by_what_its_measured_cells_teach_and_offsets_it
     assert (lowered.error_low_, lowered.error_high_) == (model.error_low_, model.error_high_)
 
 
+def test_intervals_are_in_accuracy_points_narrowest_near_the_ends_and_hold_their_coverage():
+    rng = np.random.default_rng(1)
+
+    def tasks(count: int):  # 12 models per task on 10 classes; feature 0 sets the accuracy, noise in points
+        x = rng.normal(0, 2, size=(count * 12, 1))
+        accuracy = np.clip(from_level(x[:, 0], 10.0) + rng.normal(0, 4, len(x)), 10.0, 100.0)
+        return x, accuracy, np.repeat(np.arange(count), 12)
+
+    x, accuracy, groups = tasks(40)
+    chance = np.full(len(x), 10.0)
+    model = AccuracyModel("ridge").fit(x, to_level(accuracy, chance), groups, chance=chance)
+    mean, low, high = model.predict(np.array([[0.0], [4.0]]), np.array([10.0, 10.0]))
+    assert np.all((low >= 10.0) & (low <= mean) & (mean <= high) & (high <= 100.0))
+    # the noise's own 80% range is 10.3 points; a constant logit width made it 20.6 at mid-range
+    assert high[0] - low[0] < 18.0
+    assert high[1] - low[1] < 0.6 * (high[0] - low[0])  # a model predicted at ~98% cannot miss by as much
+    new_x, new_accuracy, _ = tasks(60)
+    _, new_low, new_high = model.predict(new_x, np.full(len(new_x), 10.0))
+    assert 0.72 <= np.mean((new_low <= new_accuracy) & (new_accuracy <= new_high)) <= 0.88
+
+
 def test_the_shipped_predictor_loads_offline_and_predicts_every_model_in_range(meta):
     assert (DATA_DIR / "scores.csv").is_file() and len(meta.banks) >= 4 and len(meta.targets) >= 8
     predictor = AccuracyPredictor().fit([])

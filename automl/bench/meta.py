@@ -95,7 +95,8 @@ def model_method(kind: str) -> Method:
         model = AccuracyModel(kind).fit(np.concatenate([c.features for c in cells]),
                                         np.concatenate([to_level(c.oracle, c.chance) for c in cells]),
                                         [c.target for c in cells for _ in c.candidates],
-                                        cells=[c.name for c in cells for _ in c.candidates])
+                                        cells=[c.name for c in cells for _ in c.candidates],
+                                        chance=np.concatenate([c.chance for c in cells]))
 
         def score(cell: Cell) -> tuple[np.ndarray, np.ndarray]:
             mean, low, high = model.predict(cell.features, cell.chance)

@@ -50,20 +50,21 @@ class Prediction:
 
 @dataclass(frozen=True)
 class TrainingSet:
-    """Rows for the accuracy model: features [N, F], level [N], group (task), weight and cell (the whole
-    bank measured on a task the row belongs to; "" for a history row) per row."""
+    """Rows for the accuracy model: features [N, F], level [N], group (task), weight, cell (the whole
+    bank measured on a task the row belongs to; "" for a history row) and chance (percent) per row."""
 
     features: np.ndarray
     level: np.ndarray
     groups: np.ndarray
     weights: np.ndarray
     cells: np.ndarray
+    chance: np.ndarray
 
     def __add__(self, other: TrainingSet) -> TrainingSet:
         return TrainingSet(*(np.concatenate([a, b]) for a, b in zip(self.arrays(), other.arrays(), strict=True)))
 
     def arrays(self) -> tuple[np.ndarray, ...]:
-        return self.features, self.level, self.groups, self.weights, self.cells
+        return self.features, self.level, self.groups, self.weights, self.cells, self.chance
 
 
 @functools.lru_cache(maxsize=4)
@@ -71,10 +72,11 @@ def shipped_training_set(data_dir: str = str(DATA_DIR)) -> tuple[TrainingSet, tu
     """The shipped records as a training set, and the score names its features use."""
     data = load_meta(data_dir)
     features = np.concatenate([cell.features for cell in data.cells])
+    chance = np.concatenate([cell.chance for cell in data.cells])
     level = np.concatenate([to_level(cell.oracle, cell.chance) for cell in data.cells])
     groups = np.array([f"meta:{cell.target}" for cell in data.cells for _ in cell.candidates])
     cells = np.array([cell.name for cell in data.cells for _ in cell.candidates])
-    return TrainingSet(features, level, groups, np.ones(len(level)), cells), tuple(data.score_names)
+    return TrainingSet(features, level, groups, np.ones(len(level)), cells, chance), tuple(data.score_names)
 
 
 @functools.lru_cache(maxsize=4)
@@ -112,7 +114,7 @@ def history_training_set(transfers: Sequence[TransferRecord], score_names: Seque
         chance = np.array([c.chance for c in candidates])
         parts.append(TrainingSet(bank_features(candidates, score_names), to_level(accuracy, chance),
                                  np.array([f"user:{task}"] * len(items)),
-                                 np.full(len(items), rows_per_task / len(items)), np.full(len(items), "")))
+                                 np.full(len(items), rows_per_task / len(items)), np.full(len(items), ""), chance))
     return functools.reduce(TrainingSet.__add__, parts)
 
 
