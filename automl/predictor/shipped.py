@@ -32,6 +32,7 @@ class Cell:
     seed: int
     candidates: list[Candidate]
     oracle: np.ndarray  # [N] test accuracy (percent) of the fixed recipe
+    oracle_val: np.ndarray  # [N] the same fits' validation accuracy (percent), NaN where not recorded
     features: np.ndarray = field(default_factory=lambda: np.empty(0))  # [N, F] accuracy-model features
 
     @property
@@ -60,7 +61,9 @@ def load_meta(folder: str | Path | None = None) -> MetaData:
     try:
         models = {row["model"]: row for row in _read(folder / "models.csv")}
         targets = {row["target"]: row for row in _read(folder / "targets.csv")}
-        oracle = {(row["model"], row["target"]): float(row["test_accuracy"]) for row in _read(folder / "oracle.csv")}
+        oracle_rows = _read(folder / "oracle.csv")
+        oracle = {(row["model"], row["target"]): float(row["test_accuracy"]) for row in oracle_rows}
+        oracle_val = {(row["model"], row["target"]): _number(row.get("val_accuracy")) for row in oracle_rows}
         score_rows = _read(folder / "scores.csv")
         recipe = json.loads((folder / "recipe.json").read_text())
     except (OSError, KeyError, ValueError, IndexError) as exc:
@@ -77,7 +80,8 @@ def load_meta(folder: str | Path | None = None) -> MetaData:
         meta = {m: {k: _number(models[m][k]) for k in MODEL_META} for m in scores}
         task = {k: _number(targets[target][k]) for k in ("num_classes", "num_train", "image_side")}
         candidates = bank_candidates(scores, meta, task)
-        cell = Cell(bank, target, seed, candidates, np.array([oracle[(m, target)] for m in scores]))
+        cell = Cell(bank, target, seed, candidates, np.array([oracle[(m, target)] for m in scores]),
+                    np.array([oracle_val[(m, target)] for m in scores]))
         cell.features = bank_features(candidates, score_names)
         cells.append(cell)
     return MetaData(cells, score_names, sorted({c.bank for c in cells}), sorted({c.target for c in cells}), models,
