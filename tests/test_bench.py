@@ -18,6 +18,7 @@ import pytest
 from conftest import write_image_folder, write_random_bank
 
 from automl import bench
+from automl.bench.run import _own_data
 from automl.config import compose, resolve
 from automl.history import History
 from automl.settings import FinetuneSettings, Hparams, OracleSettings, SettingsError
@@ -250,6 +251,16 @@ def test_bad_oracle_csv_is_named(tmp_path):
         bench.read_oracle_csv(path)
     with pytest.raises(bench.BenchError, match="y must be \\[N\\] integer class labels"):
         bench.probe_features({"features": np.zeros((4, 2)), "y": np.zeros((4, 3))}, "probe.pkl")
+
+
+def test_the_meta_benchmark_refuses_a_bank_or_targets_it_would_ignore(tmp_path):
+    for override, named in ((f"bank.dir={tmp_path}/mine", "bank.dir="),
+                            (f"bench.targets=[digits,{{root: {tmp_path}}}]", r"bench.targets\[1\]")):
+        settings = resolve(compose([override], config_name="bench"))
+        with pytest.raises(bench.BenchError, match=rf"{named}.*not read by bench.data=meta.*bench.data=bank"):
+            bench.run_bench(settings, tmp_path / "run")
+    for overrides in ([], [f"cache_dir={tmp_path}/cache"], ["bench.targets=[fonts]"]):  # the benchmark's own data
+        assert _own_data(resolve(compose(overrides, config_name="bench"))) == ""
 
 
 def test_unknown_target_config_is_named():

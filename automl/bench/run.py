@@ -12,7 +12,7 @@ from rich.console import Console
 from rich.table import Table
 
 from automl.bench.build import build_meta
-from automl.bench.data import BenchData, checked_names
+from automl.bench.data import BenchData, BenchError, checked_names
 from automl.bench.end_to_end import run_end_to_end
 from automl.bench.measure import bank_data
 from automl.bench.meta import run_meta, table_cells
@@ -39,6 +39,10 @@ class BenchResult:
 
 def _run_meta(settings: BenchRunSettings, run_dir: Path, console: Console) -> BenchResult:
     """Rank methods judged held-out on the meta-benchmark's data (:mod:`automl.bench.meta`)."""
+    own = _own_data(settings)
+    if own:  # the meta-benchmark reads neither: a user's bank or targets would be silently ignored
+        raise BenchError(f"{own} is not read by bench.data=meta, which judges the shipped meta-benchmark; "
+                         "add bench.data=bank to rank your own bank on your own targets")
     start = time.perf_counter()
     data = load_meta(settings.bench.meta_dir)
     rows, summaries = run_meta(data)
@@ -61,6 +65,15 @@ def _run_meta(settings: BenchRunSettings, run_dir: Path, console: Console) -> Be
     console.print(f"results: {run_dir}")
     return BenchResult(rows=rows, summary=summaries["both"], data=None, oracle=None,
                        seconds={"evaluation": time.perf_counter() - start}, files=files)
+
+
+def _own_data(settings: BenchRunSettings) -> str:
+    """The first setting that names a user's own bank or target (``""`` if none)."""
+    default_dir = (Path(settings.cache_dir) / "banks" / "demo").resolve()
+    if settings.bank.name != "demo" or Path(settings.bank.dir).resolve() != default_dir:
+        return f"bank.dir={settings.bank.dir}"
+    own_targets = [index for index, target in enumerate(settings.bench.targets) if not isinstance(target, str)]
+    return f"bench.targets[{own_targets[0]}]" if own_targets else ""
 
 
 def run_bench(settings: BenchRunSettings, run_dir: str | Path, console: Console | None = None
