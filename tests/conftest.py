@@ -63,6 +63,14 @@ def write_random_bank(folder: Path, models: dict[str, tuple[str, dict]], num_cla
 
 
 @pytest.fixture(scope="session")
+def meta():
+    """The shipped meta-benchmark's cells (read-only: tests restrict it with ``dataclasses.replace``)."""
+    from automl.predictor.shipped import load_meta
+
+    return load_meta()
+
+
+@pytest.fixture(scope="session")
 def small_demo_bank(tmp_path_factory) -> Path:
     """The real demo-bank recipe, shrunk: 2 architectures x 2 source datasets, 1 epoch (~10 s)."""
     from automl.bank.demo import build_demo_bank

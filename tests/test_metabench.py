@@ -20,12 +20,7 @@ from automl.bench.meta import (
     table_cells,
 )
 from automl.predictor.features import Candidate
-from automl.predictor.shipped import Cell, load_meta
-
-
-@pytest.fixture(scope="module")
-def meta():
-    return load_meta()
+from automl.predictor.shipped import Cell
 
 
 @pytest.mark.parametrize("protocol", ["bank", "target", "both"])
@@ -62,7 +57,7 @@ def test_the_z_mean_search_finds_the_scores_the_oracle_is_made_of():
 
 def test_the_ceiling_ranks_by_validation_and_its_mae_is_the_split_noise(meta):
     cells = [c for c in meta.cells if c.seed == 0][:6]
-    rows = evaluate(dataclass_meta(meta, cells), [ceiling_method()], ["target"])
+    rows = evaluate(dataclasses.replace(meta, cells=cells), [ceiling_method()], ["target"])
     assert {r["method"] for r in rows} == {CEILING} and len(rows) == len(cells)
     by_cell = {(r["bank"], r["target"], r["seed"]): r for r in rows}
     for cell in cells:
@@ -75,7 +70,7 @@ def test_the_ceiling_ranks_by_validation_and_its_mae_is_the_split_noise(meta):
 
 def test_a_fitted_model_is_judged_held_out_with_accuracies_and_intervals(meta):
     cells = [c for c in meta.cells if c.seed == 0 and c.target in meta.targets[:4]]
-    rows = evaluate(dataclass_meta(meta, cells), [model_method("ridge"), static_method("params", "num_params")],
+    rows = evaluate(dataclasses.replace(meta, cells=cells), [model_method("ridge"), static_method("params", "num_params")],
                     ["target"])
     summary = {entry["method"]: entry for entry in summarize(rows, "target")}
     model, params = summary["model:ridge"], summary["params"]
@@ -84,8 +79,3 @@ def test_a_fitted_model_is_judged_held_out_with_accuracies_and_intervals(meta):
     assert np.isnan(params["mae"])  # a static score is no accuracy
     header, table = table_cells({"both": summarize(rows, "target"), "target": summarize(rows, "target")})
     assert len(header) == len(table[0]) and [row[0] for row in table] == ["model:ridge", "params"]
-
-
-def dataclass_meta(meta, cells):
-    """``meta`` restricted to ``cells`` (what :func:`evaluate` reads of it)."""
-    return dataclasses.replace(meta, cells=cells)

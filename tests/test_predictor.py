@@ -22,13 +22,8 @@ from automl.predictor import (
 )
 from automl.predictor.features import bank_features, feature_names, from_level, to_level
 from automl.predictor.model import AccuracyModel
-from automl.predictor.shipped import DATA_DIR, load_meta
+from automl.predictor.shipped import DATA_DIR
 from automl.settings import PredictorSettings
-
-
-@pytest.fixture(scope="module")
-def meta():
-    return load_meta()
 
 
 def assert_valid(prediction, chance: np.ndarray) -> None:

@@ -70,7 +70,9 @@ def _run_meta(settings: BenchRunSettings, run_dir: Path, console: Console) -> Be
 def _own_data(settings: BenchRunSettings) -> str:
     """The first setting that names a user's own bank or target (``""`` if none)."""
     default_dir = (Path(settings.cache_dir) / "banks" / "demo").resolve()
-    if settings.bank.name != "demo" or Path(settings.bank.dir).resolve() != default_dir:
+    if settings.bank.name != "demo":
+        return f"bank.name={settings.bank.name}"
+    if Path(settings.bank.dir).resolve() != default_dir:
         return f"bank.dir={settings.bank.dir}"
     own_targets = [index for index, target in enumerate(settings.bench.targets) if not isinstance(target, str)]
     return f"bench.targets[{own_targets[0]}]" if own_targets else ""
