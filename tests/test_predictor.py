@@ -105,6 +105,19 @@ def test_the_model_orders_a_bank_by_what_its_measured_cells_teach_and_offsets_it
     assert (lowered.error_low_, lowered.error_high_) == (model.error_low_, model.error_high_)
 
 
+def test_boosting_learns_the_median_of_how_far_a_model_lands_from_its_bank():
+    rng = np.random.default_rng(2)
+    tasks = 20  # 12 look-alike models per task: 70% take off (level +3), 30% stay at chance's clipped logit
+    features = rng.normal(size=(tasks * 12, 2))
+    level = np.where(rng.random(tasks * 12) < 0.7, 3.0, to_level(np.zeros(1), 0.0)[0])
+    groups = np.repeat(np.arange(tasks), 12)
+    model = AccuracyModel("boosting").fit(features, level, groups)
+    deviation = level - np.array([level[groups == g].mean() for g in range(tasks)])[groups]
+    # the median deviation is a model that took off; the mean (0) lies between the two groups
+    assert np.median(deviation) > 1.0 and abs(deviation.mean()) < 1e-9
+    assert np.median(model.relative_.predict(features)) == pytest.approx(np.median(deviation), abs=0.4)
+
+
 def test_intervals_are_in_accuracy_points_narrowest_near_the_ends_and_hold_their_coverage():
     rng = np.random.default_rng(1)
 

@@ -6,6 +6,12 @@ above or below the mean of its bank on a task (fitted only on rows whose whole b
 meta-benchmark's cells), which is what orders a bank; the **offset** stage learns what remains — chiefly
 how hard the task is — from every row, the user's history included. On the held-out meta-benchmark the
 split made the ranking markedly better than one regression of the accuracy (see the README's table).
+The relative stage fits the conditional *median* (absolute error) where the kind can: on many cells a
+bank splits into models that take off and models left near chance, whose levels sit at the clipped
+logit (12.5% of the shipped records), and under the squared error those few pulled the fit of every
+other model. Chosen by nested leave-one-bank-out among squared or absolute error in either stage (an
+absolute-error variant won on every fold); held out on banks it raised the Pearson from 72.8 to 76.4
+and cut the MAE from 6.7 to 6.3 points.
 
 ``fit`` learns both and, by cross-validation over the tasks it is given (each task left out in turn), the
 distribution of its errors on tasks it has not seen, in accuracy points divided by the spread of a
@@ -37,11 +43,14 @@ KINDS = ("ridge", "boosting")
 SPREAD_FLOOR = 0.2  # the binomial spread 2 sqrt(a (1 - a)) at a = 1%: intervals keep a width near the ends
 
 
-def make_regressor(kind: str) -> Pipeline | HistGradientBoostingRegressor:
+def make_regressor(kind: str, median: bool = False) -> Pipeline | HistGradientBoostingRegressor:
+    """A regressor of ``kind``; ``median``: fit the conditional median (absolute error) where the kind
+    can (``boosting``), the conditional mean otherwise."""
     if kind == "ridge":
         return make_pipeline(StandardScaler(), Ridge(alpha=10.0))
     if kind == "boosting":
-        return HistGradientBoostingRegressor(max_depth=3, learning_rate=0.05, max_iter=200, min_samples_leaf=20,
+        return HistGradientBoostingRegressor(loss="absolute_error" if median else "squared_error", max_depth=3,
+                                             learning_rate=0.05, max_iter=200, min_samples_leaf=20,
                                              l2_regularization=1.0, random_state=0)
     raise ValueError(f"accuracy model kind={kind!r} must be one of {KINDS}")
 
@@ -101,7 +110,8 @@ class AccuracyModel:
         if in_cell.any():
             _, index = np.unique(cells[in_cell], return_inverse=True)
             cell_mean = np.bincount(index, level[in_cell]) / np.bincount(index)
-            relative = make_regressor(self.kind)
+            # The median: near-chance models at the clipped logit would pull a mean (module docstring).
+            relative = make_regressor(self.kind, median=True)
             _fit(relative, features[in_cell], level[in_cell] - cell_mean[index], weights[in_cell])
         offset = make_regressor(self.kind)
         _fit(offset, features, level - _predict(relative, features), weights)
