@@ -65,7 +65,7 @@ def _sampler(kind: str, seed: int | None) -> optuna.samplers.BaseSampler:
     return optuna.samplers.RandomSampler(seed=seed)
 
 
-def _pruner(settings: FinetuneSettings) -> optuna.pruners.BasePruner:
+def make_pruner(settings: FinetuneSettings) -> optuna.pruners.BasePruner:
     """Resources are epochs (Optuna's steps are 0-based epochs): the first decision after
     ``finetune.first_rung`` epochs, the next ones ``reduction_factor`` times later."""
     kind, first, factor = settings.pruner, max(1, settings.first_rung - 1), settings.reduction_factor
@@ -86,7 +86,7 @@ def open_study(name: str, storage: optuna.storages.RDBStorage, settings: Finetun
     The creating worker's sampler is seeded with ``seed`` (a single-worker search is reproducible);
     joining workers draw their own seed so that they do not propose the same points.
     """
-    pruner = _pruner(settings)
+    pruner = make_pruner(settings)
     try:
         study = optuna.create_study(study_name=name, storage=storage, direction="maximize",
                                     sampler=_sampler(settings.sampler, seed), pruner=pruner)

@@ -1,0 +1,106 @@
+"""Replay the fine-tuning stage's warm start on the meta-benchmark's real validation curves: which model
+it hands back, against brute force, for each pruning and top-k policy. Seconds, no training.
+
+    python bench/selection.py
+    python bench/selection.py 'top_k=[3]' 'first_rung=[5,10]'
+
+Per cell (bank x target x probe seed): the predictor ranks the bank with the bank and the target held out
+(as the end-to-end benchmark does), and its top-k models are "fine-tuned" with the default recipe, which
+is the oracle recipe: their per-epoch validation accuracies are the oracle fits' (``oracle.csv``). The
+trials are replayed in rank order through the pruner the pipeline builds (a real in-memory Optuna study),
+and the completed trial with the best validation accuracy is the pick, as ``finetune.csv`` would have it.
+Columns: the pick's oracle test accuracy minus the bank's best (brute force), the share of cells more than
+2 points below it, and the epochs run (x MFLOPs, the pick's refit included) as a share of brute force's
+12 x 30. Not simulated: the search's sampled trials, and the refit's gain on the larger training set.
+Rows are split into the targets the recipe was tuned on and the held-out ones (README).
+"""
+
+from __future__ import annotations
+
+import csv
+import dataclasses
+import json
+from dataclasses import dataclass, field
+
+import numpy as np
+import optuna
+from _settings import parse
+from rich.console import Console
+from rich.table import Table
+
+from automl.bench.meta import folds, model_method
+from automl.finetune.study import make_pruner
+from automl.predictor.shipped import DATA_DIR, Cell, load_meta
+from automl.settings import FinetuneSettings
+
+TUNING_TARGETS = ("digits", "glyphs", "shapes")  # the end-to-end benchmark's tuning targets (README)
+
+
+@dataclass
+class Settings:
+    top_k: list[int] = field(default_factory=lambda: [2, 3, 4, 12])  # each with the default pruner
+    first_rung: list[int] = field(default_factory=lambda: [5, 10, 15, 31])  # each with top_k 3; 31 = never pruned
+
+
+def replay(curves: list[list[float]], settings: FinetuneSettings) -> list[tuple[int, float | None]]:
+    """(epochs run, best validation accuracy or None when pruned) per curve, in order, through one study
+    with the pipeline's pruner."""
+    study = optuna.create_study(direction="maximize", pruner=make_pruner(settings))
+    trials = []
+    for curve in curves:
+        trial = study.ask()
+        for epoch, accuracy in enumerate(curve):
+            trial.report(accuracy, epoch)
+            if trial.should_prune():
+                study.tell(trial, state=optuna.trial.TrialState.PRUNED)
+                trials.append((epoch + 1, None))
+                break
+        else:
+            study.tell(trial, max(curve))
+            trials.append((len(curve), max(curve)))
+    return trials
+
+
+def outcome(cell: Cell, ranking: np.ndarray, curves: dict, mflops: dict, top_k: int,
+            settings: FinetuneSettings) -> tuple[float, float]:
+    """(the pick's oracle accuracy minus the bank's best in points, compute as a share of brute force)."""
+    names = [cell.candidates[i].model_name for i in np.argsort(-ranking, kind="stable")[:top_k]]
+    trials = replay([curves[(name, cell.target)] for name in names], settings)
+    pick = max((accuracy, i) for i, (_, accuracy) in enumerate(trials) if accuracy is not None)[1]
+    oracle = dict(zip((c.model_name for c in cell.candidates), cell.oracle, strict=True))
+    epochs = sum(ran * mflops[name] for (ran, _), name in zip(trials, names, strict=True))
+    refit = settings.max_epochs * mflops[names[pick]]
+    brute = settings.max_epochs * sum(mflops[c.model_name] for c in cell.candidates)
+    return oracle[names[pick]] - cell.oracle.max(), (epochs + refit) / brute
+
+
+def main() -> None:
+    settings = parse(Settings, __doc__)
+    data = load_meta()
+    rankings = {}
+    for train, test in folds(data.cells, "both"):
+        score = model_method("boosting").fit(train)
+        rankings.update({cell.name: score(cell)[0] for cell in test})
+    with (DATA_DIR / "oracle.csv").open(newline="") as handle:
+        curves = {(row["model"], row["target"]): json.loads(row["val_curve"]) for row in csv.DictReader(handle)}
+    mflops = {name: float(row["mflops"]) for name, row in data.models.items()}
+    policies = {(k, FinetuneSettings().first_rung): k for k in settings.top_k}
+    policies.update({(3, r): 3 for r in settings.first_rung})
+    table = Table(title="Warm start replayed on the oracle's validation curves",
+                  caption="ranked with the bank and the target held out; compute: epochs x MFLOPs of the trials "
+                          "and the refit, as a share of brute force's")
+    for column in ("top-k", "first rung", "targets", "pick - brute force (pts)", "> 2 below", "compute (median)"):
+        table.add_column(column, justify="right")
+    for top_k, first_rung in policies:
+        finetune = dataclasses.replace(FinetuneSettings(), first_rung=first_rung)
+        for label, tuning in (("tuning", True), ("held out", False)):
+            results = np.array([outcome(cell, rankings[cell.name], curves, mflops, top_k, finetune)
+                                for cell in data.cells if (cell.target in TUNING_TARGETS) == tuning])
+            table.add_row(str(top_k), str(finetune.first_rung), label, f"{results[:, 0].mean():+.2f}",
+                          f"{100 * np.mean(results[:, 0] < -2):.0f}%", f"{100 * np.median(results[:, 1]):.0f}%")
+    Console().print(table)
+
+
+if __name__ == "__main__":
+    optuna.logging.set_verbosity(optuna.logging.ERROR)
+    main()
