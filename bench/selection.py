@@ -84,8 +84,8 @@ def main() -> None:
     with (DATA_DIR / "oracle.csv").open(newline="") as handle:
         curves = {(row["model"], row["target"]): json.loads(row["val_curve"]) for row in csv.DictReader(handle)}
     mflops = {name: float(row["mflops"]) for name, row in data.models.items()}
-    policies = {(k, FinetuneSettings().first_rung): k for k in settings.top_k}
-    policies.update({(3, r): 3 for r in settings.first_rung})
+    default_rung = FinetuneSettings().first_rung
+    policies = dict.fromkeys([(k, default_rung) for k in settings.top_k] + [(3, r) for r in settings.first_rung])
     table = Table(title="Warm start replayed on the oracle's validation curves",
                   caption="ranked with the bank and the target held out; compute: epochs x MFLOPs of the trials "
                           "and the refit, as a share of brute force's")
