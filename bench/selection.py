@@ -11,8 +11,9 @@ trials are replayed in rank order through the pruner the pipeline builds (a real
 and the completed trial with the best validation accuracy is the pick, as ``finetune.csv`` would have it.
 Columns: the pick's oracle test accuracy minus the bank's best (brute force), the share of cells more than
 2 points below it, and the epochs run (x MFLOPs, the pick's refit included) as a share of brute force's
-12 x 30. Not simulated: the search's sampled trials, and the refit's gain on the larger training set.
-Rows are split into the targets the recipe was tuned on and the held-out ones (README).
+whole fits (12 x the recipe's epochs). Not simulated: the search's sampled trials, and the refit's gain on
+the larger training set. Rows are split into the targets the recipe was tuned on and the held-out ones
+(README).
 """
 
 from __future__ import annotations
@@ -68,10 +69,13 @@ def outcome(cell: Cell, ranking: np.ndarray, curves: dict, mflops: dict, top_k: 
     trials = replay([curves[(name, cell.target)] for name in names], settings)
     pick = max((accuracy, i) for i, (_, accuracy) in enumerate(trials) if accuracy is not None)[1]
     oracle = dict(zip((c.model_name for c in cell.candidates), cell.oracle, strict=True))
+
+    def full_fit(name: str) -> float:  # epochs x MFLOPs of the oracle recipe's whole fit of ``name``
+        return len(curves[(name, cell.target)]) * mflops[name]
+
     epochs = sum(ran * mflops[name] for (ran, _), name in zip(trials, names, strict=True))
-    refit = settings.max_epochs * mflops[names[pick]]
-    brute = settings.max_epochs * sum(mflops[c.model_name] for c in cell.candidates)
-    return oracle[names[pick]] - cell.oracle.max(), (epochs + refit) / brute
+    brute = sum(full_fit(c.model_name) for c in cell.candidates)
+    return oracle[names[pick]] - cell.oracle.max(), (epochs + full_fit(names[pick])) / brute
 
 
 def main() -> None:
