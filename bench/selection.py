@@ -18,9 +18,7 @@ the larger training set. Rows are split into the targets the recipe was tuned on
 
 from __future__ import annotations
 
-import csv
 import dataclasses
-import json
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -29,9 +27,9 @@ from _settings import parse
 from rich.console import Console
 from rich.table import Table
 
-from automl.bench.meta import folds, model_method
+from automl.bench.meta import held_out_scores, model_method
 from automl.finetune.study import make_pruner
-from automl.predictor.shipped import DATA_DIR, Cell, load_meta
+from automl.predictor.shipped import Cell, load_meta
 from automl.settings import FinetuneSettings
 
 TUNING_TARGETS = ("digits", "glyphs", "shapes")  # the end-to-end benchmark's tuning targets (README)
@@ -62,31 +60,22 @@ def replay(curves: list[list[float]], settings: FinetuneSettings) -> list[tuple[
     return trials
 
 
-def outcome(cell: Cell, ranking: np.ndarray, curves: dict, mflops: dict, top_k: int,
-            settings: FinetuneSettings) -> tuple[float, float]:
-    """(the pick's oracle accuracy minus the bank's best in points, compute as a share of brute force)."""
-    names = [cell.candidates[i].model_name for i in np.argsort(-ranking, kind="stable")[:top_k]]
-    trials = replay([curves[(name, cell.target)] for name in names], settings)
-    pick = max((accuracy, i) for i, (_, accuracy) in enumerate(trials) if accuracy is not None)[1]
-    oracle = dict(zip((c.model_name for c in cell.candidates), cell.oracle, strict=True))
-
-    def full_fit(name: str) -> float:  # epochs x MFLOPs of the oracle recipe's whole fit of ``name``
-        return len(curves[(name, cell.target)]) * mflops[name]
-
-    epochs = sum(ran * mflops[name] for (ran, _), name in zip(trials, names, strict=True))
-    brute = sum(full_fit(c.model_name) for c in cell.candidates)
-    return oracle[names[pick]] - cell.oracle.max(), (epochs + full_fit(names[pick])) / brute
+def outcome(cell: Cell, ranking: np.ndarray, mflops: np.ndarray, top_k: int, settings: FinetuneSettings
+            ) -> tuple[float, float]:
+    """(the pick's oracle accuracy minus the bank's best in points, compute as a share of brute force);
+    ``ranking`` and ``mflops`` [N] per candidate of ``cell``."""
+    top = np.argsort(-ranking, kind="stable")[:top_k]
+    trials = replay([cell.oracle_curves[i] for i in top], settings)
+    pick = top[max((accuracy, j) for j, (_, accuracy) in enumerate(trials) if accuracy is not None)[1]]
+    full_fits = np.array([len(curve) for curve in cell.oracle_curves]) * mflops  # the oracle recipe's whole fits
+    trial_cost = sum(ran * mflops[i] for (ran, _), i in zip(trials, top, strict=True))
+    return cell.oracle[pick] - cell.oracle.max(), (trial_cost + full_fits[pick]) / full_fits.sum()
 
 
 def main() -> None:
     settings = parse(Settings, __doc__)
     data = load_meta()
-    rankings = {}
-    for train, test in folds(data.cells, "both"):
-        score = model_method("boosting").fit(train)
-        rankings.update({cell.name: score(cell)[0] for cell in test})
-    with (DATA_DIR / "oracle.csv").open(newline="") as handle:
-        curves = {(row["model"], row["target"]): json.loads(row["val_curve"]) for row in csv.DictReader(handle)}
+    rankings = {cell.name: scores for cell, scores, _ in held_out_scores(data.cells, model_method("boosting"), "both")}
     mflops = {name: float(row["mflops"]) for name, row in data.models.items()}
     default_rung = FinetuneSettings().first_rung
     policies = dict.fromkeys([(k, default_rung) for k in settings.top_k] + [(3, r) for r in settings.first_rung])
@@ -98,7 +87,8 @@ def main() -> None:
     for top_k, first_rung in policies:
         finetune = dataclasses.replace(FinetuneSettings(), first_rung=first_rung)
         for label, tuning in (("tuning", True), ("held out", False)):
-            results = np.array([outcome(cell, rankings[cell.name], curves, mflops, top_k, finetune)
+            results = np.array([outcome(cell, rankings[cell.name],
+                                         np.array([mflops[c.model_name] for c in cell.candidates]), top_k, finetune)
                                 for cell in data.cells if (cell.target in TUNING_TARGETS) == tuning])
             table.add_row(str(top_k), str(finetune.first_rung), label, f"{results[:, 0].mean():+.2f}",
                           f"{100 * np.mean(results[:, 0] < -2):.0f}%", f"{100 * np.median(results[:, 1]):.0f}%")

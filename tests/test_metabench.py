@@ -79,3 +79,11 @@ def test_a_fitted_model_is_judged_held_out_with_accuracies_and_intervals(meta):
     assert np.isnan(params["mae"])  # a static score is no accuracy
     header, table = table_cells({"both": summarize(rows, "target"), "target": summarize(rows, "target")})
     assert len(header) == len(table[0]) and [row[0] for row in table] == ["model:ridge", "params"]
+
+
+def test_each_shipped_validation_curve_is_its_own_models_fit(meta):
+    """The curves are read beside the accuracies: every one peaks at its fit's recorded validation accuracy."""
+    for cell in meta.cells:
+        assert len(cell.oracle_curves) == len(cell.candidates)
+        peaks = np.array([max(curve) for curve in cell.oracle_curves])
+        np.testing.assert_allclose(peaks, cell.oracle_val, atol=0.01)

@@ -152,15 +152,21 @@ def evaluate(data: MetaData, method_list: Sequence[Method], protocols: Sequence[
     """One row per (method, protocol, held-out cell): the ranking and accuracy metrics."""
     rows = []
     for protocol in protocols:
-        for train, test in folds(data.cells, protocol):
-            for method in method_list:
-                scorer = method.fit(train)
-                for cell in test:
-                    scores, interval = scorer(cell)
-                    rows.append({"method": method.name, "protocol": protocol, "bank": cell.bank,
-                                 "target": cell.target, "seed": cell.seed,
-                                 **cell_metrics(scores, interval, cell, method.accuracies)})
+        for method in method_list:
+            for cell, scores, interval in held_out_scores(data.cells, method, protocol):
+                rows.append({"method": method.name, "protocol": protocol, "bank": cell.bank, "target": cell.target,
+                             "seed": cell.seed, **cell_metrics(scores, interval, cell, method.accuracies)})
     return rows
+
+
+def held_out_scores(cells: Sequence[Cell], method: Method, protocol: str
+                    ) -> Iterable[tuple[Cell, np.ndarray, np.ndarray | None]]:
+    """(cell, scores [N], interval [2, N] or None) for every cell, from ``method`` fitted on the training
+    cells of the ``protocol`` fold that holds the cell out."""
+    for train, test in folds(cells, protocol):
+        scorer = method.fit(train)
+        for cell in test:
+            yield cell, *scorer(cell)
 
 
 def cell_metrics(scores: np.ndarray, interval: np.ndarray | None, cell: Cell, accuracies: bool = False
@@ -197,7 +203,7 @@ def summarize(rows: Sequence[Mapping], protocol: str) -> list[dict]:
     return sorted(summary, key=lambda e: -np.nan_to_num(e["pearson"], nan=-1e9))
 
 
-__all__ = ["PROTOCOLS", "Method", "evaluate", "methods", "summarize"]
+__all__ = ["PROTOCOLS", "Method", "evaluate", "held_out_scores", "methods", "summarize"]
 
 
 def run_meta(data: MetaData, protocols: Sequence[str] = PROTOCOLS) -> tuple[list[dict], dict[str, list[dict]]]:

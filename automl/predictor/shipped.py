@@ -33,6 +33,7 @@ class Cell:
     candidates: list[Candidate]
     oracle: np.ndarray  # [N] test accuracy (percent) of the fixed recipe
     oracle_val: np.ndarray  # [N] the same fits' validation accuracy (percent), NaN where not recorded
+    oracle_curves: list[list[float]] = field(default_factory=list)  # [N] their validation accuracy per epoch
     features: np.ndarray = field(default_factory=lambda: np.empty(0))  # [N, F] accuracy-model features
 
     @property
@@ -64,6 +65,7 @@ def load_meta(folder: str | Path | None = None) -> MetaData:
         oracle_rows = _read(folder / "oracle.csv")
         oracle = {(row["model"], row["target"]): float(row["test_accuracy"]) for row in oracle_rows}
         oracle_val = {(row["model"], row["target"]): _number(row.get("val_accuracy")) for row in oracle_rows}
+        curves = {(row["model"], row["target"]): json.loads(row.get("val_curve") or "[]") for row in oracle_rows}
         score_rows = _read(folder / "scores.csv")
         recipe = json.loads((folder / "recipe.json").read_text())
     except (OSError, KeyError, ValueError, IndexError) as exc:
@@ -81,7 +83,7 @@ def load_meta(folder: str | Path | None = None) -> MetaData:
         task = {k: _number(targets[target][k]) for k in ("num_classes", "num_train", "image_side")}
         candidates = bank_candidates(scores, meta, task)
         cell = Cell(bank, target, seed, candidates, np.array([oracle[(m, target)] for m in scores]),
-                    np.array([oracle_val[(m, target)] for m in scores]))
+                    np.array([oracle_val[(m, target)] for m in scores]), [curves[(m, target)] for m in scores])
         cell.features = bank_features(candidates, score_names)
         cells.append(cell)
     return MetaData(cells, score_names, sorted({c.bank for c in cells}), sorted({c.target for c in cells}), models,
