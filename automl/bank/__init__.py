@@ -20,6 +20,12 @@ from automl.settings import BankSettings
 log = logging.getLogger(__name__)
 
 
+def own_folder_of(name: str, cache_dir: str | os.PathLike) -> Path:
+    """``cache_dir/banks/<name>``, resolved: where a bank named ``name`` is built when ``bank.dir`` is not set
+    (conf/bank/demo.yaml's default ``dir``)."""
+    return (Path(cache_dir) / "banks" / name).expanduser().resolve()
+
+
 def load_bank(settings: BankSettings, cache_dir: str | os.PathLike) -> Bank:
     """Read and validate the bank ``settings`` describe.
 
@@ -28,7 +34,7 @@ def load_bank(settings: BankSettings, cache_dir: str | os.PathLike) -> Bank:
     """
     if settings.models is not None:
         return read_bank(settings.name, settings.models, None)
-    own_folder = (Path(cache_dir) / "banks" / str(settings.name or "")).expanduser().resolve()
+    own_folder = own_folder_of(str(settings.name or ""), cache_dir)
     folder = Path(settings.dir).expanduser().resolve() if settings.dir else own_folder
     if not (folder / MANIFEST).is_file() and settings.build is not None:
         if folder != own_folder or not settings.name:
@@ -43,4 +49,4 @@ def load_bank(settings: BankSettings, cache_dir: str | os.PathLike) -> Bank:
 
 
 __all__ = ["MANIFEST", "Bank", "BankEntry", "BankError", "Source", "create_model", "file_sha256", "load_bank",
-           "model_meta", "model_meta_of", "resolve_data_config", "weights_digest"]
+           "model_meta", "model_meta_of", "own_folder_of", "resolve_data_config", "weights_digest"]

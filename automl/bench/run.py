@@ -11,6 +11,7 @@ from typing import Any
 from rich.console import Console
 from rich.table import Table
 
+from automl.bank import own_folder_of
 from automl.bench.build import build_meta
 from automl.bench.data import BenchData, BenchError, checked_names
 from automl.bench.end_to_end import run_end_to_end
@@ -69,10 +70,9 @@ def _run_meta(settings: BenchRunSettings, run_dir: Path, console: Console) -> Be
 
 def _own_data(settings: BenchRunSettings) -> str:
     """The first setting that names a user's own bank or target (``""`` if none)."""
-    default_dir = (Path(settings.cache_dir) / "banks" / "demo").resolve()
     if settings.bank.name != "demo":
         return f"bank.name={settings.bank.name}"
-    if Path(settings.bank.dir).resolve() != default_dir:
+    if Path(settings.bank.dir).expanduser().resolve() != own_folder_of("demo", settings.cache_dir):
         return f"bank.dir={settings.bank.dir}"
     own_targets = [index for index, target in enumerate(settings.bench.targets) if not isinstance(target, str)]
     return f"bench.targets[{own_targets[0]}]" if own_targets else ""
