@@ -290,10 +290,12 @@ def test_end_to_end_sets_the_pipelines_model_against_brute_force(tiny, tmp_path)
     (meta / "models.csv").write_text("bank,model,mflops,sha256\n" + "".join(f"tiny,{n},2.0,{measured[n]}\n" for n in names))
     assert changed_checkpoints(tiny["root"], meta, "tiny") == [names[1]]
     (meta / "targets.csv").write_text("target,num_train\nt1,29\n")
-    (meta / "oracle.csv").write_text("bank,model,target,test_accuracy,epochs,seconds\n"
-                                     + "".join(f"tiny,{n},t1,{40 + 10 * i},2,1.5\n" for i, n in enumerate(names)))
+    validation = [70, 50, 70]  # a user picking on validation gets names[0] or names[2]: 50% expected
+    (meta / "oracle.csv").write_text("bank,model,target,test_accuracy,val_accuracy,epochs,seconds\n" + "".join(
+        f"tiny,{n},t1,{40 + 10 * i},{validation[i]},2,1.5\n" for i, n in enumerate(names)))
     baseline = brute_force(meta)[("tiny", "t1")]
     assert baseline["best"] == 60.0 and baseline["best_model"] == names[2] and baseline["seconds"] == 4.5
+    assert baseline["picked_on_val"] == 50.0
     assert baseline["gflop"] == pytest.approx(3 * 3 * 2 * 29 * 2.0 / 1e3)
 
     settings = resolve(compose([f"cache_dir={tmp_path}/cache", "device=cpu",
@@ -315,6 +317,7 @@ def test_end_to_end_sets_the_pipelines_model_against_brute_force(tiny, tmp_path)
         row["pipeline_gflop"] / baseline["gflop"], abs=0.05 / baseline["gflop"])
     table = end_to_end_table([row], settings.bench.pipeline)
     assert "Mean shortfall" in table and "| tiny | digits |" in table
+    assert row["brute_force_picked_on_val"] == 50.0 and "picked on validation" in table
 
 
 def test_compose_inside_a_running_hydra_app_leaves_it_intact():
