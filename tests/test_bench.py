@@ -295,7 +295,7 @@ def test_end_to_end_sets_the_pipelines_model_against_brute_force(tiny, tmp_path)
         f"tiny,{n},t1,{40 + 10 * i},{validation[i]},2,1.5\n" for i, n in enumerate(names)))
     baseline = brute_force(meta)[("tiny", "t1")]
     assert baseline["best"] == 60.0 and baseline["best_model"] == names[2] and baseline["seconds"] == 4.5
-    assert baseline["picked_on_val"] == 50.0
+    assert baseline["picked_on_val"] == 50.0 and baseline["models"] == 3
     assert baseline["gflop"] == pytest.approx(3 * 3 * 2 * 29 * 2.0 / 1e3)
 
     settings = resolve(compose([f"cache_dir={tmp_path}/cache", "device=cpu",

@@ -50,9 +50,9 @@ log = logging.getLogger(__name__)
 def brute_force(meta_dir: Path) -> dict[tuple[str, str], dict]:
     """Per (bank, target): the fixed recipe's best test accuracy over the bank (``best``, picked on the test
     split: optimistic), the test accuracy of the model a user would pick, the best on validation
-    (``picked_on_val``, the mean over tied models; NaN where the oracle has no validation accuracy), and the
-    compute of fitting every model (seconds measured at build time; GFLOP from each fit's images and its
-    model's FLOPs)."""
+    (``picked_on_val``, the mean over tied models; NaN where the oracle has no validation accuracy), the
+    number of models fitted (``models``) and the compute of fitting them (seconds measured at build time;
+    GFLOP from each fit's images and its model's FLOPs)."""
     models = {row["model"]: row for row in _rows(meta_dir / "models.csv")}
     targets = {row["target"]: row for row in _rows(meta_dir / "targets.csv")}
     out: dict[tuple[str, str], dict] = {}
@@ -70,6 +70,7 @@ def brute_force(meta_dir: Path) -> dict[tuple[str, str], dict]:
     for key, pairs in accuracies.items():
         val, test = np.array(pairs).T
         out[key]["picked_on_val"] = float(test[val == val.max()].mean()) if np.isfinite(val).all() else math.nan
+        out[key]["models"] = len(pairs)
     return out
 
 
