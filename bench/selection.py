@@ -76,7 +76,8 @@ def main() -> None:
     settings = parse(Settings, __doc__)
     data = load_meta()
     rankings = {cell.name: scores for cell, scores, _ in held_out_scores(data.cells, model_method("boosting"), "both")}
-    mflops = {name: float(row["mflops"]) for name, row in data.models.items()}
+    model_mflops = {name: float(row["mflops"]) for name, row in data.models.items()}
+    mflops = {cell.name: np.array([model_mflops[c.model_name] for c in cell.candidates]) for cell in data.cells}
     default_rung = FinetuneSettings().first_rung
     policies = dict.fromkeys([(k, default_rung) for k in settings.top_k] + [(3, r) for r in settings.first_rung])
     table = Table(title="Warm start replayed on the oracle's validation curves",
@@ -87,8 +88,7 @@ def main() -> None:
     for top_k, first_rung in policies:
         finetune = dataclasses.replace(FinetuneSettings(), first_rung=first_rung)
         for label, tuning in (("tuning", True), ("held out", False)):
-            results = np.array([outcome(cell, rankings[cell.name],
-                                         np.array([mflops[c.model_name] for c in cell.candidates]), top_k, finetune)
+            results = np.array([outcome(cell, rankings[cell.name], mflops[cell.name], top_k, finetune)
                                 for cell in data.cells if (cell.target in TUNING_TARGETS) == tuning])
             table.add_row(str(top_k), str(finetune.first_rung), label, f"{results[:, 0].mean():+.2f}",
                           f"{100 * np.mean(results[:, 0] < -2):.0f}%", f"{100 * np.median(results[:, 1]):.0f}%")
