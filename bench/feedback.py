@@ -27,7 +27,7 @@ from _settings import parse
 from rich.console import Console
 from rich.table import Table
 
-from automl.bench.build import meta_root
+from automl.bench.build import bank_folder
 from automl.bench.metrics import pearson_x100, top1_regret
 from automl.config import compose, resolve
 from automl.history import History
@@ -69,7 +69,7 @@ def main() -> None:
             runs_by_bank.setdefault(run.parent.parent.name, []).append(run.parent)
     if not runs_by_bank:
         raise SystemExit(f"no end-to-end runs (<bank>/<target>/run.json) under {settings.runs}")
-    banks_dir = meta_root(resolve(compose([], config_name="bench"))) / "banks"  # where the end-to-end mode built them
+    bench = resolve(compose([], config_name="bench"))  # the end-to-end mode built the banks where it says
     out = Path(settings.out)
     table = Table(title="Ranking again with a history of one run per target, against the cold start",
                   caption="cold -> with the bank's pooled history; the oracle's accuracies as the truth")
@@ -86,7 +86,7 @@ def main() -> None:
         for run in runs:
             target, rank_dir = run.name, out / bank / run.name
             shutil.rmtree(rank_dir, ignore_errors=True)  # a rank stage rerun in its folder would reuse its ranking
-            overrides = [f"task={target}", f"bank.dir={banks_dir / bank}", f"bank.name={bank}",
+            overrides = [f"task={target}", f"bank.dir={bank_folder(bench, bank)}", f"bank.name={bank}",
                          "bank.build=null", f"rank.predictor.data={run / 'metabench'}", f"storage=sqlite:///{pooled}",
                          "stage=rank"]
             run_pipeline(resolve(compose(overrides)), rank_dir, Console(file=io.StringIO()))

@@ -49,6 +49,11 @@ def meta_root(settings: BenchRunSettings) -> Path:
     return Path(settings.cache_dir) / "metabench"
 
 
+def bank_folder(settings: BenchRunSettings, name: str) -> Path:
+    """Where the meta-benchmark builds bank ``name`` (the build and end-to-end modes share it)."""
+    return meta_root(settings) / "banks" / name
+
+
 def build_meta(settings: BenchRunSettings) -> Path:
     """Measure every bank of ``bench.banks`` (null: all) on ``bench.targets``; write the data files when
     every bank is measured. Returns the data folder."""
@@ -58,7 +63,7 @@ def build_meta(settings: BenchRunSettings) -> Path:
     rows: dict[str, list[dict[str, Any]]] = {name: [] for name in CSV_FILES}
     start = time.perf_counter()
     for name in names:
-        folder = root / "banks" / name
+        folder = bank_folder(settings, name)
         build_bank(folder, name, BANKS[name], seed=0, command="python -m automl.bench bench.mode=build")
         bank_settings = dataclasses.replace(settings, bank=BankSettings(name=name, dir=str(folder)), storage=storage)
         data, stats = bank_data(bank_settings)
