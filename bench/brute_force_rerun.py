@@ -30,7 +30,7 @@ from rich.table import Table
 from automl.bench.build import meta_root
 from automl.bench.end_to_end import brute_force
 from automl.bench.oracle import oracle_recipe, recipe_id
-from automl.bench.tables import write_results_csv
+from automl.bench.tables import wide, write_results_csv
 from automl.config import compose, resolve
 from automl.history import History
 from automl.predictor.shipped import DATA_DIR
@@ -93,8 +93,7 @@ def main() -> None:
     table.add_row("mean", f"{len(keys)} targets", "", "", f"{np.mean(best - rerun_best):+.2f}", "",
                   f"{np.mean(best - rerun_val):+.2f}")
     table.add_row("> 2 below", "", "", "", f"{np.sum(best - rerun_best > 2)}", "", f"{np.sum(best - rerun_val > 2)}")
-    console = Console()
-    (console if console.is_terminal else Console(file=console.file, width=160)).print(table)
+    wide(Console()).print(table)
     for run, accuracies in pipeline_accuracies(settings.runs).items():
         pipeline = np.array([accuracies.get(key, np.nan) for key in keys])
         for label, baseline in (("shipped best", best), ("rerun best", rerun_best), ("rerun picked on val", rerun_val)):

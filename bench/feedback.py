@@ -29,6 +29,7 @@ from rich.table import Table
 
 from automl.bench.build import bank_folder
 from automl.bench.metrics import pearson_x100, top1_regret
+from automl.bench.tables import wide
 from automl.config import compose, resolve
 from automl.history import History
 from automl.pipeline import run as run_pipeline
@@ -98,8 +99,7 @@ def main() -> None:
     cold_mean, refined_mean = np.mean(cold, axis=0), np.mean(refined, axis=0)
     table.add_row("mean", f"{len(cold)} targets", f"{sum(adopted)} of {len(adopted)}",
                   *(f"{a:.2f} -> {b:.2f}" for a, b in zip(cold_mean, refined_mean, strict=True)))
-    console = Console()
-    (console if console.is_terminal else Console(file=console.file, width=160)).print(table)
+    wide(Console()).print(table)
 
 
 if __name__ == "__main__":

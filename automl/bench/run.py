@@ -21,7 +21,7 @@ from automl.bench.methods import PREDICTOR, derive_methods
 from automl.bench.metrics import evaluate, summarize
 from automl.bench.oracle import OracleStats
 from automl.bench.paper import paper_data
-from automl.bench.tables import console_table, write_results_csv, write_scatter, write_table_md
+from automl.bench.tables import console_table, wide, write_results_csv, write_scatter, write_table_md
 from automl.fileio import atomic_write_text
 from automl.predictor.shipped import load_meta
 from automl.report import markdown_table
@@ -62,7 +62,7 @@ def _run_meta(settings: BenchRunSettings, run_dir: Path, console: Console) -> Be
         table.add_column(column, justify="left" if index == 0 else "right")
     for row in cells:
         table.add_row(*row)
-    (console if console.is_terminal else Console(file=console.file, width=180)).print(table)
+    wide(console, width=180).print(table)
     console.print(f"results: {run_dir}")
     return BenchResult(rows=rows, summary=summaries["both"], data=None, oracle=None,
                        seconds={"evaluation": time.perf_counter() - start}, files=files)
@@ -131,7 +131,6 @@ def run_bench(settings: BenchRunSettings, run_dir: str | Path, console: Console 
         "table": write_table_md(run_dir / "bench_table.md", summary, data, context),
         "scatter": write_scatter(run_dir / "scatter.png", methods, data, scatter),
     }
-    wide = console if console.is_terminal else Console(file=console.file, width=160)  # a log file: no 80-column wrap
-    wide.print(console_table(summary, data.targets, "\n".join(context)))
+    wide(console).print(console_table(summary, data.targets, "\n".join(context)))
     console.print(f"results: {run_dir}")
     return BenchResult(rows=rows, summary=summary, data=data, oracle=oracle_stats, seconds=seconds, files=files)

@@ -10,6 +10,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+from rich.console import Console
 from rich.table import Table
 
 from automl.bench.data import BenchData, Key, MethodScores
@@ -108,6 +109,12 @@ def write_scatter(path: Path, methods: Mapping[str, Mapping[Key, MethodScores]],
     with atomic_path(path) as tmp:
         figure.savefig(tmp, dpi=120)
     return path
+
+
+def wide(console: Console, width: int = 160) -> Console:
+    """``console`` itself on a terminal; on a log file, a console on the same file that does not wrap a
+    table at rich's default 80 columns."""
+    return console if console.is_terminal else Console(file=console.file, width=width)
 
 
 def console_table(summary, targets: Sequence[str], caption: str) -> Table:
