@@ -29,7 +29,7 @@ from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-from automl.bank import load_bank
+from automl.bank import load_bank, own_folder_of
 from automl.bank.pretrain import Pretraining, build_bank, pretraining_result
 from automl.bench.banks import BANKS
 from automl.bench.data import BenchError, checked_names
@@ -50,8 +50,9 @@ def meta_root(settings: BenchRunSettings) -> Path:
 
 
 def bank_folder(settings: BenchRunSettings, name: str) -> Path:
-    """Where the meta-benchmark builds bank ``name`` (the build and end-to-end modes share it)."""
-    return meta_root(settings) / "banks" / name
+    """Where the meta-benchmark builds bank ``name`` (the build and end-to-end modes share it): the bank's own
+    folder with the meta-benchmark's root as the cache."""
+    return own_folder_of(name, meta_root(settings))
 
 
 def build_meta(settings: BenchRunSettings) -> Path:
