@@ -1,8 +1,9 @@
-"""Atomic file writes: a reader (or a crash) never sees a half-written file."""
+"""Files: atomic writes (a reader, or a crash, never sees a half-written file) and CSV tables read as rows."""
 
 from __future__ import annotations
 
 import contextlib
+import csv
 import os
 import tempfile
 from collections.abc import Iterator
@@ -37,3 +38,9 @@ def atomic_write_text(path: str | os.PathLike, text: str) -> Path:
     with atomic_path(path) as tmp:
         tmp.write_text(text)
     return Path(path)
+
+
+def read_csv_rows(path: str | os.PathLike) -> list[dict[str, str]]:
+    """The rows of the CSV file at ``path`` (header first), each a dict of column -> text."""
+    with Path(path).open(newline="") as handle:
+        return list(csv.DictReader(handle))

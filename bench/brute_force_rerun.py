@@ -17,7 +17,6 @@ run), each run's pipeline is also set against the rerun: brute force on the same
 
 from __future__ import annotations
 
-import csv
 import shutil
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -32,6 +31,7 @@ from automl.bench.end_to_end import brute_force
 from automl.bench.oracle import oracle_recipe, recipe_id
 from automl.bench.tables import wide, write_results_csv
 from automl.config import compose, resolve
+from automl.fileio import read_csv_rows
 from automl.history import History
 from automl.predictor.shipped import DATA_DIR
 
@@ -48,8 +48,7 @@ def rerun_oracle(settings: Settings) -> Path:
     targets in ``settings.out``; returns that folder."""
     bench = resolve(compose([f"seed={settings.seed}"], config_name="bench"))
     run_id = recipe_id(oracle_recipe(bench.bench.oracle, bench.finetune, bench.seed))
-    with (DATA_DIR / "models.csv").open(newline="") as handle:
-        bank_of = {row["model"]: row["bank"] for row in csv.DictReader(handle)}
+    bank_of = {row["model"]: row["bank"] for row in read_csv_rows(DATA_DIR / "models.csv")}
     with History(f"sqlite:///{meta_root(bench) / 'history.db'}") as history:
         records = [r for r in history.records(kind="oracle") if r.run_id == run_id and r.model_name in bank_of]
     if not records:
@@ -71,9 +70,8 @@ def pipeline_accuracies(folders: list[str]) -> dict[str, dict[tuple[str, str], f
     runs: dict[str, dict[tuple[str, str], float]] = {}
     for folder in folders:
         for path in sorted(Path(folder).glob("**/end_to_end.csv")):
-            with path.open(newline="") as handle:
-                runs.setdefault(folder, {}).update(
-                    {(row["bank"], row["target"]): float(row["pipeline_test"]) for row in csv.DictReader(handle)})
+            runs.setdefault(folder, {}).update(
+                {(row["bank"], row["target"]): float(row["pipeline_test"]) for row in read_csv_rows(path)})
     return runs
 
 

@@ -15,7 +15,6 @@ better).
 
 from __future__ import annotations
 
-import csv
 import io
 import json
 import shutil
@@ -31,6 +30,7 @@ from automl.bench.build import bank_folder
 from automl.bench.metrics import pearson_x100, top1_regret
 from automl.bench.tables import wide
 from automl.config import compose, resolve
+from automl.fileio import read_csv_rows
 from automl.history import History
 from automl.pipeline import run as run_pipeline
 from automl.predictor.shipped import DATA_DIR
@@ -47,8 +47,7 @@ class Settings:
 
 def ranking_metrics(ranking_csv: Path, oracle: dict[str, float]) -> np.ndarray:
     """[4] the METRICS of a ``ranking.csv`` against ``oracle`` (model -> test accuracy, percent)."""
-    with ranking_csv.open(newline="") as handle:
-        rows = list(csv.DictReader(handle))
+    rows = read_csv_rows(ranking_csv)
     predicted, low, high = (np.array([float(r[c]) for r in rows])
                             for c in ("predicted_accuracy", "predicted_low", "predicted_high"))
     measured = np.array([oracle[r["model"]] for r in rows])
@@ -60,10 +59,9 @@ def main() -> None:
     settings = parse(Settings, __doc__)
     if not settings.runs:
         raise SystemExit("runs=[...] names no end-to-end run folder; --help says how to make one")
-    with (Path(settings.meta_dir) / "oracle.csv").open(newline="") as handle:
-        oracle: dict[tuple[str, str], dict[str, float]] = {}
-        for row in csv.DictReader(handle):
-            oracle.setdefault((row["bank"], row["target"]), {})[row["model"]] = float(row["test_accuracy"])
+    oracle: dict[tuple[str, str], dict[str, float]] = {}
+    for row in read_csv_rows(Path(settings.meta_dir) / "oracle.csv"):
+        oracle.setdefault((row["bank"], row["target"]), {})[row["model"]] = float(row["test_accuracy"])
     runs_by_bank: dict[str, list[Path]] = {}
     for folder in settings.runs:
         for run in sorted(Path(folder).glob("*/*/run.json")):

@@ -3,7 +3,6 @@ tiny bank x 2 tiny targets (real fits, nothing mocked), and the paper's file for
 
 from __future__ import annotations
 
-import csv
 import dataclasses
 import json
 import math
@@ -20,6 +19,7 @@ from conftest import write_image_folder, write_random_bank
 from automl import bench
 from automl.bench.run import _own_data
 from automl.config import compose, resolve
+from automl.fileio import read_csv_rows
 from automl.history import History
 from automl.settings import FinetuneSettings, Hparams, OracleSettings, SettingsError
 from automl.transferability import score
@@ -310,8 +310,7 @@ def test_end_to_end_sets_the_pipelines_model_against_brute_force(tiny, tmp_path)
     assert row["pipeline_test"] == config["test_accuracy"] and row["pipeline_model"] in names
     assert row["shortfall"] == pytest.approx(60.0 - config["test_accuracy"])
     assert row["trials"] == 2 and config["refit"]["on"] == "train+val"  # the default refit ran
-    with (tmp_path / "run" / "metabench" / "scores.csv").open() as handle:  # the ranking learnt without digits
-        targets = {r["target"] for r in csv.DictReader(handle)}
+    targets = {r["target"] for r in read_csv_rows(tmp_path / "run" / "metabench" / "scores.csv")}  # learnt without digits
     assert targets and "digits" not in targets
     assert row["pipeline_gflop"] > 0 and row["gflop_ratio"] == pytest.approx(  # pipeline_gflop: rounded to 0.1
         row["pipeline_gflop"] / baseline["gflop"], abs=0.05 / baseline["gflop"])

@@ -3,7 +3,6 @@
 
 from __future__ import annotations
 
-import csv
 import json
 import re
 import subprocess
@@ -17,6 +16,7 @@ from PIL import Image
 
 from automl.bank import BankError
 from automl.config import compose, resolve
+from automl.fileio import read_csv_rows
 from automl.history import History
 from automl.pipeline import run as run_settings
 from automl.predictor import leave_one_task_out
@@ -47,16 +47,11 @@ def run(overrides: list[str], run_dir: Path) -> float | None:
     return run_settings(settings(overrides), run_dir)
 
 
-def read_csv(path: Path) -> list[dict[str, str]]:
-    with path.open(newline="") as handle:
-        return list(csv.DictReader(handle))
-
-
 # ----------------------------------------------------------------------------------------- rank stage
 def test_rank_stage_writes_a_complete_ranking_and_reuses_cached_features(small_demo_bank, tmp_path, capsys):
     overrides = [*base_overrides(small_demo_bank, tmp_path), "task=shapes", "stage=rank"]
     run(overrides, tmp_path / "run1")
-    rows = read_csv(tmp_path / "run1" / "ranking.csv")
+    rows = read_csv_rows(tmp_path / "run1" / "ranking.csv")
     header = list(rows[0])
     assert header == ["rank", "model", "arch", "source", *available(), "predicted_accuracy", "predicted_low",
                       "predicted_high"]
@@ -73,7 +68,7 @@ def test_rank_stage_writes_a_complete_ranking_and_reuses_cached_features(small_d
     run(overrides, tmp_path / "run2")
     assert sorted((tmp_path / "cache" / "features").glob("*.npz")) == features  # no new extraction
     assert [path.stat().st_mtime_ns for path in features] == mtimes
-    assert read_csv(tmp_path / "run2" / "ranking.csv") == rows
+    assert read_csv_rows(tmp_path / "run2" / "ranking.csv") == rows
 
 
 def test_rank_stage_bad_input_is_a_clear_error(small_demo_bank, tmp_path):
@@ -141,10 +136,10 @@ def test_main_command_end_to_end(small_demo_bank, tmp_path):
                     "finetune.n_trials=3", f"hydra.run.dir={run_dir}", cwd=tmp_path)
     assert "automl summary" in result.stdout and "best:" in result.stdout
 
-    ranking = read_csv(run_dir / "ranking.csv")
+    ranking = read_csv_rows(run_dir / "ranking.csv")
     assert len(ranking) == 4 and set(available()) <= set(ranking[0])
 
-    trials = read_csv(run_dir / "finetune.csv")
+    trials = read_csv_rows(run_dir / "finetune.csv")
     assert [int(t["trial"]) for t in trials] == [0, 1, 2]
     assert {t["model"] for t in trials} <= {r["model"] for r in ranking[:2]}
     assert {"state", "lr", "weight_decay", "val_accuracy", "test_accuracy", "epochs", "seconds"} <= set(trials[0])
@@ -179,7 +174,7 @@ def test_main_command_end_to_end(small_demo_bank, tmp_path):
     assert predicted.returncode == 0, predicted.stderr
     printed = float(re.search(r"accuracy: ([\d.]+)", predicted.stdout).group(1))
     assert printed == pytest.approx(config["test_accuracy"], abs=1e-4)  # printed with 4 decimals
-    predictions = read_csv(tmp_path / "predictions.csv")
+    predictions = read_csv_rows(tmp_path / "predictions.csv")
     assert len(predictions) == len(list(test_folder.rglob("*.png")))
     correct = [Path(row["path"]).parent.name == row["label"] for row in predictions]
     assert 100 * np.mean(correct) == pytest.approx(config["test_accuracy"], rel=1e-12)
@@ -192,6 +187,6 @@ def test_multirun_over_two_tasks_gives_two_run_folders(small_demo_bank, tmp_path
     runs = sorted(path for path in sweep.iterdir() if path.is_dir() and not path.name.startswith("."))
     assert [path.name for path in runs] == ["0_digits", "1_shapes"]
     for path in runs:
-        assert len(read_csv(path / "ranking.csv")) == 4
-        assert len(read_csv(path / "finetune.csv")) == 1 and (path / "best" / "model.safetensors").is_file()
+        assert len(read_csv_rows(path / "ranking.csv")) == 4
+        assert len(read_csv_rows(path / "finetune.csv")) == 1 and (path / "best" / "model.safetensors").is_file()
         assert (path / "report.md").is_file()

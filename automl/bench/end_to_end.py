@@ -16,7 +16,6 @@ Writes ``end_to_end.csv`` (one row per bank x target) and ``end_to_end.md`` (the
 
 from __future__ import annotations
 
-import csv
 import io
 import json
 import logging
@@ -37,7 +36,7 @@ from automl.bench.build import bank_folder
 from automl.bench.data import BenchError, checked_names
 from automl.bench.tables import write_results_csv
 from automl.config import compose, resolve
-from automl.fileio import atomic_write_text
+from automl.fileio import atomic_write_text, read_csv_rows
 from automl.pipeline import run as run_pipeline
 from automl.predictor.shipped import DATA_DIR
 from automl.report import markdown_table
@@ -53,11 +52,11 @@ def brute_force(meta_dir: Path) -> dict[tuple[str, str], dict]:
     (``picked_on_val``, the mean over tied models; NaN where the oracle has no validation accuracy), the
     number of models fitted (``models``) and the compute of fitting them (seconds measured at build time;
     GFLOP from each fit's images and its model's FLOPs)."""
-    models = {row["model"]: row for row in _rows(meta_dir / "models.csv")}
-    targets = {row["target"]: row for row in _rows(meta_dir / "targets.csv")}
+    models = {row["model"]: row for row in read_csv_rows(meta_dir / "models.csv")}
+    targets = {row["target"]: row for row in read_csv_rows(meta_dir / "targets.csv")}
     out: dict[tuple[str, str], dict] = {}
     accuracies: dict[tuple[str, str], list[tuple[float, float]]] = {}
-    for row in _rows(meta_dir / "oracle.csv"):
+    for row in read_csv_rows(meta_dir / "oracle.csv"):
         key = (row["bank"], row["target"])
         cell = out.setdefault(key, {"best": -math.inf, "best_model": "", "seconds": 0.0, "gflop": 0.0})
         accuracy = float(row["test_accuracy"])
@@ -121,7 +120,7 @@ def pipeline_vs_brute_force(settings: BenchRunSettings, bank: str, folder: Path,
     wall = time.perf_counter() - start
     atomic_write_text(run_dir / "console.txt", output.getvalue())
     record = read_record(run_dir)
-    trials = _rows(run_dir / "finetune.csv")
+    trials = read_csv_rows(run_dir / "finetune.csv")
     config = _best_config(run_dir)
     refit = config.get("refit") or {}
     fit_seconds = sum(float(t["seconds"]) for t in trials) + refit.get("seconds", 0.0)
@@ -142,7 +141,7 @@ def pipeline_vs_brute_force(settings: BenchRunSettings, bank: str, folder: Path,
 def changed_checkpoints(folder: Path, meta_dir: Path, bank: str) -> list[str]:
     """Names of the checkpoints of the bank in ``folder`` whose files' sha256 differs from the meta-benchmark's
     record of that bank."""
-    measured = {row["model"]: row["sha256"] for row in _rows(meta_dir / "models.csv") if row["bank"] == bank}
+    measured = {row["model"]: row["sha256"] for row in read_csv_rows(meta_dir / "models.csv") if row["bank"] == bank}
     return [entry.name for entry in read_bank(None, None, folder) if measured.get(entry.name) != file_sha256(entry.weights)]
 
 
@@ -152,7 +151,7 @@ def held_out_meta(meta_dir: str | Path, bank: str, target: str, out: Path) -> Pa
     for name in ("models.csv", "targets.csv", "recipe.json"):
         atomic_write_text(out / name, (meta_dir / name).read_text())
     for name in ("oracle.csv", "scores.csv"):
-        rows = [row for row in _rows(meta_dir / name) if row["bank"] != bank and row["target"] != target]
+        rows = [row for row in read_csv_rows(meta_dir / name) if row["bank"] != bank and row["target"] != target]
         write_results_csv(out / name, rows)
     return out
 
@@ -178,7 +177,3 @@ def end_to_end_table(rows: Sequence[Mapping], pipeline: Sequence[str]) -> str:
 def _best_config(run_dir: Path) -> dict:
     return json.loads((run_dir / "best" / "config.json").read_text())
 
-
-def _rows(path: Path) -> list[dict[str, str]]:
-    with path.open(newline="") as handle:
-        return list(csv.DictReader(handle))

@@ -6,7 +6,6 @@ set. They train the cold-start accuracy model and are what ``python -m automl.be
 
 from __future__ import annotations
 
-import csv
 import json
 import math
 from dataclasses import dataclass, field
@@ -15,6 +14,7 @@ from pathlib import Path
 import numpy as np
 
 from automl.errors import AutomlError
+from automl.fileio import read_csv_rows
 from automl.predictor.features import Candidate, bank_candidates, bank_features
 
 DATA_DIR = Path(__file__).resolve().parent.parent / "data" / "metabench"
@@ -60,13 +60,13 @@ def load_meta(folder: str | Path | None = None) -> MetaData:
     """The meta-benchmark's data files in ``folder`` (default: the shipped copy) as cells."""
     folder = Path(folder) if folder is not None else DATA_DIR
     try:
-        models = {row["model"]: row for row in _read(folder / "models.csv")}
-        targets = {row["target"]: row for row in _read(folder / "targets.csv")}
-        oracle_rows = _read(folder / "oracle.csv")
+        models = {row["model"]: row for row in read_csv_rows(folder / "models.csv")}
+        targets = {row["target"]: row for row in read_csv_rows(folder / "targets.csv")}
+        oracle_rows = read_csv_rows(folder / "oracle.csv")
         oracle = {(row["model"], row["target"]): float(row["test_accuracy"]) for row in oracle_rows}
         oracle_val = {(row["model"], row["target"]): _number(row.get("val_accuracy")) for row in oracle_rows}
         curves = {(row["model"], row["target"]): json.loads(row.get("val_curve") or "[]") for row in oracle_rows}
-        score_rows = _read(folder / "scores.csv")
+        score_rows = read_csv_rows(folder / "scores.csv")
         recipe = json.loads((folder / "recipe.json").read_text())
     except (OSError, KeyError, ValueError, IndexError) as exc:
         raise AutomlError(f"{folder}: not meta-benchmark data ({type(exc).__name__}: {exc}); build it with "
@@ -88,11 +88,6 @@ def load_meta(folder: str | Path | None = None) -> MetaData:
         cells.append(cell)
     return MetaData(cells, score_names, sorted({c.bank for c in cells}), sorted({c.target for c in cells}), models,
                     recipe)
-
-
-def _read(path: Path) -> list[dict[str, str]]:
-    with path.open(newline="") as handle:
-        return list(csv.DictReader(handle))
 
 
 def _number(text: str) -> float:

@@ -1,0 +1,76 @@
+"""The scripts under ``bench/``: every one imports and answers ``--help`` and bad arguments as the README
+says (its settings and their defaults; an argument that is not key=value, or an unknown key, is an
+error that names it), and the pieces of the result-reading scripts compute what their docstrings say
+on small files written here. Their heavy runs (minutes to hours) are not tests."""
+
+from __future__ import annotations
+
+import importlib.util
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+from omegaconf.errors import ConfigKeyError
+
+from automl.bench.tables import write_results_csv
+
+BENCH = Path(__file__).resolve().parent.parent / "bench"
+SCRIPTS = sorted(path.stem for path in BENCH.glob("*.py") if not path.stem.startswith("_"))
+
+
+def load(name: str, monkeypatch):
+    """The script's module, imported as ``python bench/<name>.py`` sees its siblings (bench/ on the path)."""
+    monkeypatch.syspath_prepend(str(BENCH))
+    spec = importlib.util.spec_from_file_location(f"bench_{name}", BENCH / f"{name}.py")
+    module = importlib.util.module_from_spec(spec)
+    monkeypatch.setitem(sys.modules, spec.name, module)  # for its dataclasses; gone after the test
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_every_script_is_found():
+    assert {"feedback", "brute_force_rerun", "finetune", "scores"} <= set(SCRIPTS)
+
+
+@pytest.mark.parametrize("name", SCRIPTS)
+def test_script_help_lists_its_settings_and_bad_arguments_are_named(name, monkeypatch, capsys):
+    script = load(name, monkeypatch)
+    monkeypatch.setattr(sys, "argv", [f"bench/{name}.py", "--help"])
+    with pytest.raises(SystemExit) as exited:
+        script.main()
+    assert exited.value.code == 0
+    text = capsys.readouterr().out
+    assert text.startswith(script.__doc__.strip().splitlines()[0]) and "Settings (key=value) and their defaults:" in text
+    monkeypatch.setattr(sys, "argv", [f"bench/{name}.py", "no_equals_sign"])
+    with pytest.raises(SystemExit, match=r"key=value.*no_equals_sign"):
+        script.main()
+    monkeypatch.setattr(sys, "argv", [f"bench/{name}.py", "not_a_setting=1"])
+    with pytest.raises(ConfigKeyError, match="not_a_setting"):
+        script.main()
+
+
+def test_feedback_metrics_of_a_ranking_against_the_oracle(tmp_path, monkeypatch):
+    feedback = load("feedback", monkeypatch)
+    write_results_csv(tmp_path / "ranking.csv", [
+        {"model": "a", "predicted_accuracy": 80.0, "predicted_low": 70.0, "predicted_high": 90.0},
+        {"model": "b", "predicted_accuracy": 60.0, "predicted_low": 55.0, "predicted_high": 65.0},
+        {"model": "c", "predicted_accuracy": 40.0, "predicted_low": 30.0, "predicted_high": 45.0}])
+    oracle = {"a": 70.0, "b": 75.0, "c": 50.0}  # b is best; a, ranked first, is 5 below; c is outside its interval
+    mae, cover, regret, pearson = feedback.ranking_metrics(tmp_path / "ranking.csv", oracle)
+    assert mae == pytest.approx((10 + 15 + 10) / 3) and cover == pytest.approx(100 / 3)
+    assert regret == pytest.approx(5.0)
+    assert pearson == pytest.approx(100 * np.corrcoef([80, 60, 40], [70, 75, 50])[0, 1])
+
+
+def test_brute_force_rerun_reads_every_end_to_end_csv_under_a_run_folder(tmp_path, monkeypatch):
+    rerun = load("brute_force_rerun", monkeypatch)
+    run = tmp_path / "e2e"  # one benchmark run as two processes, one subfolder each
+    write_results_csv(run / "part1" / "end_to_end.csv", [{"bank": "classic", "target": "fonts", "pipeline_test": 81.5}])
+    write_results_csv(run / "part2" / "end_to_end.csv", [{"bank": "rough", "target": "fonts", "pipeline_test": 64.0},
+                                                         {"bank": "rough", "target": "scenes", "pipeline_test": 70.25}])
+    other = tmp_path / "seed2"
+    write_results_csv(other / "end_to_end.csv", [{"bank": "classic", "target": "fonts", "pipeline_test": 79.0}])
+    assert rerun.pipeline_accuracies([str(run), str(other)]) == {
+        str(run): {("classic", "fonts"): 81.5, ("rough", "fonts"): 64.0, ("rough", "scenes"): 70.25},
+        str(other): {("classic", "fonts"): 79.0}}
