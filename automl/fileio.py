@@ -1,10 +1,11 @@
-"""Files: atomic writes (a reader, or a crash, never sees a half-written file) and CSV tables read as rows."""
+"""Files: atomic writes and copies (a reader, or a crash, never sees a half-written file) and CSV tables read as rows."""
 
 from __future__ import annotations
 
 import contextlib
 import csv
 import os
+import shutil
 import tempfile
 from collections.abc import Iterator
 from pathlib import Path
@@ -38,6 +39,13 @@ def atomic_write_text(path: str | os.PathLike, text: str) -> Path:
     with atomic_path(path) as tmp:
         tmp.write_text(text)
     return Path(path)
+
+
+def atomic_copy(source: str | os.PathLike, destination: str | os.PathLike) -> Path:
+    """Copy ``source`` to ``destination`` byte for byte (a CSV keeps its line endings), replacing it in one rename."""
+    with atomic_path(destination) as tmp:
+        shutil.copyfile(source, tmp)
+    return Path(destination)
 
 
 def read_csv_rows(path: str | os.PathLike) -> list[dict[str, str]]:

@@ -17,7 +17,6 @@ run), each run's pipeline is also set against the rerun: brute force on the same
 
 from __future__ import annotations
 
-import shutil
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -31,7 +30,7 @@ from automl.bench.end_to_end import brute_force
 from automl.bench.oracle import oracle_recipe, recipe_id
 from automl.bench.tables import wide, write_results_csv
 from automl.config import compose, resolve
-from automl.fileio import read_csv_rows
+from automl.fileio import atomic_copy, read_csv_rows
 from automl.history import History
 from automl.predictor.shipped import DATA_DIR
 
@@ -55,9 +54,8 @@ def rerun_oracle(settings: Settings) -> Path:
         raise SystemExit(f"no oracle fit of recipe {run_id} (seed={settings.seed}) in {meta_root(bench)}; "
                          "build it first (--help)")
     out = Path(settings.out)
-    out.mkdir(parents=True, exist_ok=True)
     for name in ("models.csv", "targets.csv"):
-        shutil.copyfile(DATA_DIR / name, out / name)
+        atomic_copy(DATA_DIR / name, out / name)
     write_results_csv(out / "oracle.csv", [
         {"bank": bank_of[r.model_name], "model": r.model_name, "target": r.task_name, "test_accuracy": r.test_accuracy,
          "val_accuracy": r.val_accuracy, "epochs": r.epochs, "seconds": r.seconds} for r in records])

@@ -281,6 +281,7 @@ def test_end_to_end_sets_the_pipelines_model_against_brute_force(tiny, tmp_path)
         end_to_end_table,
         pipeline_vs_brute_force,
     )
+    from automl.predictor.shipped import DATA_DIR
 
     meta = tmp_path / "meta"
     meta.mkdir()
@@ -312,6 +313,8 @@ def test_end_to_end_sets_the_pipelines_model_against_brute_force(tiny, tmp_path)
     assert row["trials"] == 2 and config["refit"]["on"] == "train+val"  # the default refit ran
     targets = {r["target"] for r in read_csv_rows(tmp_path / "run" / "metabench" / "scores.csv")}  # learnt without digits
     assert targets and "digits" not in targets
+    shipped = DATA_DIR / "targets.csv"  # the held-out copy keeps its bytes (CRLF)
+    assert (tmp_path / "run" / "metabench" / "targets.csv").read_bytes() == shipped.read_bytes()
     assert row["pipeline_gflop"] > 0 and row["gflop_ratio"] == pytest.approx(  # pipeline_gflop: rounded to 0.1
         row["pipeline_gflop"] / baseline["gflop"], abs=0.05 / baseline["gflop"])
     table = end_to_end_table([row], settings.bench.pipeline)

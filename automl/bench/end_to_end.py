@@ -36,7 +36,7 @@ from automl.bench.build import bank_folder
 from automl.bench.data import BenchError, checked_names
 from automl.bench.tables import write_results_csv
 from automl.config import compose, resolve
-from automl.fileio import atomic_write_text, read_csv_rows
+from automl.fileio import atomic_copy, atomic_write_text, read_csv_rows
 from automl.pipeline import run as run_pipeline
 from automl.predictor.shipped import DATA_DIR
 from automl.report import markdown_table
@@ -149,7 +149,7 @@ def held_out_meta(meta_dir: str | Path, bank: str, target: str, out: Path) -> Pa
     """A copy of the meta-benchmark data in ``meta_dir`` without any record of ``bank`` or of ``target``."""
     meta_dir = Path(meta_dir)
     for name in ("models.csv", "targets.csv", "recipe.json"):
-        atomic_write_text(out / name, (meta_dir / name).read_text())
+        atomic_copy(meta_dir / name, out / name)
     for name in ("oracle.csv", "scores.csv"):
         rows = [row for row in read_csv_rows(meta_dir / name) if row["bank"] != bank and row["target"] != target]
         write_results_csv(out / name, rows)
