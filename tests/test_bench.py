@@ -3,6 +3,7 @@ tiny bank x 2 tiny targets (real fits, nothing mocked), and the paper's file for
 
 from __future__ import annotations
 
+import csv
 import dataclasses
 import json
 import math
@@ -263,6 +264,41 @@ def test_the_meta_benchmark_refuses_a_bank_or_targets_it_would_ignore(tmp_path):
         assert _own_data(resolve(compose(overrides, config_name="bench"))) == ""
 
 
+def test_the_meta_benchmark_judges_methods_held_out_and_says_how_sure_it_is(tmp_path):
+    """``python -m automl.bench`` on a slice of the shipped data (3 banks x 4 targets, one probe seed): the
+    table of every method, then the default predictor's means with bootstrap intervals against the
+    strongest single score."""
+    from automl.predictor.shipped import DATA_DIR, FILES, load_meta
+
+    banks, targets = {"budget", "classic", "rough"}, {"digits", "glyphs", "scenes", "fonts"}
+    for name in FILES:
+        rows = read_csv_rows(DATA_DIR / name) if name.endswith(".csv") else None
+        if rows is None or name in ("models.csv", "targets.csv"):
+            (tmp_path / name).write_bytes((DATA_DIR / name).read_bytes())
+            continue
+        kept = [r for r in rows if r["target"] in targets and r.get("bank", "budget") in banks
+                and r.get("seed", "0") == "0"]
+        with open(tmp_path / name, "w", newline="") as file:
+            writer = csv.DictWriter(file, fieldnames=list(rows[0]))
+            writer.writeheader()
+            writer.writerows(kept)
+    settings = resolve(compose([f"bench.meta_dir={tmp_path}", f"cache_dir={tmp_path}/cache"], config_name="bench"))
+    result = bench.run_bench(settings, tmp_path / "run")
+    text = result.files["table"].read_text()
+    assert "| model:boosting |" in text and "| fine-tuned val (ceiling) |" in text
+    sure = text.split("## How sure: model:boosting")[1].splitlines()
+    scores = load_meta(tmp_path).score_names
+    strongest = next(e["method"] for e in result.summary if e["method"] in scores)
+    assert f"{strongest}: the strongest single score" in sure[0]
+    assert f"| protocol | Pearson | Pearson − {strongest} |" in text
+    lines = [line for line in sure if line.startswith(("| bank ", "| target ", "| both "))]
+    assert len(lines) == 3
+    for line in lines:  # every cell is "mean [low, high]" with low <= mean <= high
+        for cell in line.strip("|").split("|")[1:]:
+            mean, low, high = (float(x) for x in cell.replace("[", " ").replace("]", " ").replace(",", " ").split())
+            assert low <= mean <= high
+
+
 def test_unknown_target_config_is_named():
     settings = resolve(compose(["bench.targets=[digits,nope]"], config_name="bench"))
     with pytest.raises(bench.BenchError, match=r"bench\.targets\[1\]: no task config .*nope\.yaml"):
@@ -319,6 +355,7 @@ def test_end_to_end_sets_the_pipelines_model_against_brute_force(tiny, tmp_path)
         row["pipeline_gflop"] / baseline["gflop"], abs=0.05 / baseline["gflop"])
     table = end_to_end_table([row], settings.bench.pipeline)
     assert "Mean shortfall" in table and "| tiny | digits |" in table
+    assert f"90% interval {row['shortfall']:+.2f} to {row['shortfall']:+.2f}" in table  # one cell: no spread
     assert row["brute_force_picked_on_val"] == 50.0 and "picked on validation" in table
 
 

@@ -11,7 +11,9 @@ import pytest
 from automl.bench.meta import (
     CEILING,
     best_subset,
+    bootstrap_interval,
     ceiling_method,
+    certainty_cells,
     evaluate,
     folds,
     model_method,
@@ -19,6 +21,7 @@ from automl.bench.meta import (
     summarize,
     table_cells,
 )
+from automl.bench.metrics import cluster_bootstrap
 from automl.predictor.features import Candidate
 from automl.predictor.shipped import Cell
 
@@ -87,3 +90,64 @@ def test_each_shipped_validation_curve_is_its_own_models_fit(meta):
         assert len(cell.oracle_curves) == len(cell.candidates)
         peaks = np.array([max(curve) for curve in cell.oracle_curves])
         np.testing.assert_allclose(peaks, cell.oracle_val, atol=0.01)
+
+
+def held_out_rows(method: str, value, banks=("b0", "b1"), targets=("t0", "t1", "t2"), seeds=(0, 1),
+                  protocol: str = "bank") -> list[dict]:
+    """Rows as :func:`evaluate` writes them, every metric ``value(bank, target, seed)``."""
+    metrics = ("pearson", "weighted_tau", "top1_regret", "mae")
+    return [{"method": method, "protocol": protocol, "bank": b, "target": t, "seed": s,
+             **{m: value(b, t, s) for m in metrics}} for b in banks for t in targets for s in seeds]
+
+
+def test_the_bootstrap_redraws_whole_banks_not_single_cells():
+    """Two banks, one at 10 and one at 0 on every target: a bank is the unit, so a quarter of the draws hold
+    only the bad bank and a quarter only the good one, and the 90% interval spans both (a bootstrap of the 12
+    cells would put it near 5)."""
+    rows = held_out_rows("m", lambda b, t, s: 10.0 if b == "b0" else 0.0)
+    assert bootstrap_interval(rows, "m", "bank", "mae") == (5.0, 0.0, 10.0)
+    targets_only = held_out_rows("m", lambda b, t, s: {"t0": 0.0, "t1": 3.0, "t2": 6.0}[t])
+    mean, low, high = bootstrap_interval(targets_only, "m", "bank", "mae")
+    assert mean == 3.0 and low < 2.0 and high > 4.0  # the targets are redrawn too
+
+
+def test_a_paired_difference_removes_what_both_methods_share():
+    """A method 2 points above its baseline in every cell is surely ahead, however much the cells vary."""
+    def base(b, t, s):
+        return 10.0 * int(b[1]) + 7.0 * int(t[1]) + s
+
+    rows = held_out_rows("base", base) + held_out_rows("better", lambda b, t, s: base(b, t, s) + 2.0)
+    _, low, high = bootstrap_interval(rows, "better", "bank", "pearson")
+    assert high - low > 10  # alone, the method is uncertain
+    assert bootstrap_interval(rows, "better", "bank", "pearson", baseline="base") == pytest.approx((2.0, 2.0, 2.0))
+
+
+def test_the_bootstrap_averages_probe_seeds_and_leaves_out_nan():
+    rows = held_out_rows("m", lambda b, t, s: float(s))  # seeds 0 and 1: every (bank, target) averages 0.5
+    rows[0]["mae"] = float("nan")  # b0/t0 keeps its seed 1 only
+    mean, low, high = bootstrap_interval(rows, "m", "bank", "mae")
+    assert mean == pytest.approx((1.0 + 5 * 0.5) / 6) and low <= mean <= high
+    with pytest.raises(ValueError, match="no rows of method 'other' under protocol 'bank'"):
+        bootstrap_interval(rows, "other", "bank", "mae")
+    with pytest.raises(ValueError, match=r"level=1\.5"):
+        bootstrap_interval(rows, "m", "bank", "mae", level=1.5)
+
+
+def test_with_one_bank_only_the_targets_are_redrawn():
+    values = np.array([[0.0, 10.0]])  # one bank, two targets: a quarter of the draws hold each target twice
+    assert cluster_bootstrap(values) == (5.0, 0.0, 10.0)
+    assert cluster_bootstrap(np.array([[4.0, np.nan]])) == (4.0, 4.0, 4.0)
+    assert np.isnan(cluster_bootstrap(np.full((2, 3), np.nan))).all()  # no value, no interval
+    with pytest.raises(ValueError, match=r"\[banks, targets\] array, got shape \(6,\)"):
+        cluster_bootstrap(np.zeros(6))
+
+
+def test_the_certainty_table_sets_the_predictor_against_a_baseline_score():
+    rows = [row for protocol in ("bank", "both") for row in
+            held_out_rows("model:boosting", lambda b, t, s: 3.0 + int(b[1]), protocol=protocol)
+            + held_out_rows("linear", lambda b, t, s: 1.0 + int(b[1]), protocol=protocol)]
+    header, table = certainty_cells(rows, "model:boosting", "linear", ["bank", "both"])
+    assert header[:3] == ["protocol", "Pearson", "Pearson − linear"] and [line[0] for line in table] == ["bank", "both"]
+    assert all(len(line) == len(header) for line in table)
+    pearson, lead, tau_lead = table[0][1:4]
+    assert pearson == "3.5 [3.0, 4.0]" and lead == "2.0 [2.0, 2.0]" and tau_lead == "2.00 [2.00, 2.00]"

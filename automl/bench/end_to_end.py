@@ -34,6 +34,7 @@ from automl.bank.weights import file_sha256
 from automl.bench.banks import BANKS
 from automl.bench.build import bank_folder
 from automl.bench.data import BenchError, checked_names
+from automl.bench.metrics import by_bank_and_target, cluster_bootstrap
 from automl.bench.tables import write_results_csv
 from automl.config import compose, resolve
 from automl.fileio import atomic_copy, atomic_write_text, read_csv_rows
@@ -165,7 +166,9 @@ def end_to_end_table(rows: Sequence[Mapping], pipeline: Sequence[str]) -> str:
     shortfall = np.array([r["shortfall"] for r in rows])
     against_val = np.array([r["brute_force_picked_on_val"] - r["pipeline_test"] for r in rows])
     ratio = np.array([r["gflop_ratio"] for r in rows])
-    summary = (f"Mean shortfall {shortfall.mean():+.2f} points (negative: the pipeline beats brute force), worst "
+    _, low, high = cluster_bootstrap(by_bank_and_target(rows, "shortfall"))
+    summary = (f"Mean shortfall {shortfall.mean():+.2f} points (negative: the pipeline beats brute force; 90% "
+               f"interval {low:+.2f} to {high:+.2f}, banks and targets redrawn), worst "
                f"{shortfall.max():+.2f}, {np.sum(shortfall > 2)} of {len(rows)} runs more than 2 points below; "
                f"against brute force picked on validation (as a user would pick) {np.nanmean(against_val):+.2f}, "
                f"{np.sum(against_val > 2)} more than 2 points below; compute {100 * ratio.mean():.0f}% of brute force "

@@ -32,7 +32,15 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from automl.bench.metrics import pearson_x100, top1_regret, top_k_hit, top_k_regret, weighted_tau
+from automl.bench.metrics import (
+    by_bank_and_target,
+    cluster_bootstrap,
+    pearson_x100,
+    top1_regret,
+    top_k_hit,
+    top_k_regret,
+    weighted_tau,
+)
 from automl.predictor.features import to_level
 from automl.predictor.model import KINDS, AccuracyModel
 from automl.predictor.shipped import Cell, MetaData
@@ -40,6 +48,8 @@ from automl.predictor.shipped import Cell, MetaData
 PROTOCOLS = ("bank", "target", "both")
 STATIC = {"params": "num_params", "mflops": "mflops", "depth": "depth", "source accuracy": "source_accuracy"}
 CEILING = "fine-tuned val (ceiling)"
+CERTAIN = (("pearson", False, ".1f"), ("pearson", True, ".1f"), ("weighted_tau", True, ".2f"),
+           ("top1_regret", False, ".2f"), ("mae", False, ".1f"))  # (metric, less the baseline, format) of certainty_cells
 
 
 # --------------------------------------------------------------------------------------------- methods
@@ -203,7 +213,26 @@ def summarize(rows: Sequence[Mapping], protocol: str) -> list[dict]:
     return sorted(summary, key=lambda e: -np.nan_to_num(e["pearson"], nan=-1e9))
 
 
-__all__ = ["PROTOCOLS", "Method", "evaluate", "held_out_scores", "methods", "summarize"]
+def bootstrap_interval(rows: Sequence[Mapping], method: str, protocol: str, metric: str, baseline: str | None = None,
+                       level: float = 0.9) -> tuple[float, float, float]:
+    """How sure a held-out mean is: ``(mean, low, high)`` of ``metric`` for ``method`` under ``protocol``,
+    or of its paired difference ``method - baseline`` over the same cells, with the ``level`` interval of
+    :func:`~automl.bench.metrics.cluster_bootstrap` over banks and targets (cells first averaged over probe
+    seeds)."""
+    def matrix(name: str) -> np.ndarray:
+        chosen = [row for row in rows if row["method"] == name and row["protocol"] == protocol]
+        if not chosen:
+            raise ValueError(f"no rows of method {name!r} under protocol {protocol!r}")
+        return by_bank_and_target(chosen, metric)
+
+    values = matrix(method)
+    if baseline is not None:
+        values = values - matrix(baseline)
+    return cluster_bootstrap(values, level)
+
+
+__all__ = ["PROTOCOLS", "Method", "bootstrap_interval", "certainty_cells", "evaluate", "held_out_scores", "methods",
+           "summarize"]
 
 
 def run_meta(data: MetaData, protocols: Sequence[str] = PROTOCOLS) -> tuple[list[dict], dict[str, list[dict]]]:
@@ -220,14 +249,32 @@ def table_cells(summaries: Mapping[str, Sequence[Mapping]]) -> tuple[list[str], 
     header = ["method", "Pearson", "weighted τ", "regret (pts)", "top-3 %", "top-3 regret", "MAE (pts)",
               "80% cover %", "median width", "Pearson, bank out", "Pearson, target out"]
 
-    def fmt(value: float, spec: str) -> str:
-        return "–" if not math.isfinite(value) else format(value, spec)
-
-    rows = [[e["method"], fmt(e["pearson"], ".1f"), fmt(e["weighted_tau"], ".2f"), fmt(e["top1_regret"], ".2f"),
-             fmt(100 * e["top3_hit"], ".0f"), fmt(e["top3_regret"], ".2f"), fmt(e["mae"], ".1f"),
-             fmt(100 * e["coverage"], ".0f"),
-             fmt(e["width"], ".1f"),
-             *(fmt(by_protocol[p][e["method"]]["pearson"], ".1f") if p in by_protocol else "–"
+    rows = [[e["method"], _fmt(e["pearson"], ".1f"), _fmt(e["weighted_tau"], ".2f"), _fmt(e["top1_regret"], ".2f"),
+             _fmt(100 * e["top3_hit"], ".0f"), _fmt(e["top3_regret"], ".2f"), _fmt(e["mae"], ".1f"),
+             _fmt(100 * e["coverage"], ".0f"),
+             _fmt(e["width"], ".1f"),
+             *(_fmt(by_protocol[p][e["method"]]["pearson"], ".1f") if p in by_protocol else "–"
                for p in ("bank", "target"))]
             for e in main]
     return header, rows
+
+
+def certainty_cells(rows: Sequence[Mapping], method: str, baseline: str, protocols: Sequence[str] = PROTOCOLS,
+                    level: float = 0.9) -> tuple[list[str], list[list[str]]]:
+    """How sure the table is of ``method``: per protocol, its held-out Pearson, its lead over ``baseline`` (in
+    Pearson and weighted tau, paired over the same cells), its regret and MAE, each as ``mean [low, high]``
+    with the ``level`` interval of :func:`bootstrap_interval`."""
+    header = ["protocol", "Pearson", f"Pearson − {baseline}", f"weighted τ − {baseline}", "regret (pts)",
+              "MAE (pts)"]
+    table = []
+    for protocol in protocols:
+        line = [protocol]
+        for metric, paired, spec in CERTAIN:
+            mean, low, high = bootstrap_interval(rows, method, protocol, metric, baseline if paired else None, level)
+            line.append(f"{_fmt(mean, spec)} [{_fmt(low, spec)}, {_fmt(high, spec)}]")
+        table.append(line)
+    return header, table
+
+
+def _fmt(value: float, spec: str) -> str:
+    return "–" if not math.isfinite(value) else format(value, spec)

@@ -1,9 +1,11 @@
 """Metrics of one method on one (target, probe seed) across the bank — Pearson x100, Kendall's tau-b,
-weighted tau, top-1 regret, top-k hit — and their aggregation over targets and seeds."""
+weighted tau, top-1 regret, top-k hit — their aggregation over targets and seeds, and how sure a mean over
+banks and targets is (:func:`cluster_bootstrap`)."""
 
 from __future__ import annotations
 
 import math
+import warnings
 from collections.abc import Mapping, Sequence
 from typing import Any
 
@@ -145,3 +147,46 @@ def summarize(rows: Sequence[Mapping[str, Any]], targets: Sequence[str]) -> list
         summary.append(entry)
     summary.sort(key=lambda e: -e["pearson"] if math.isfinite(e["pearson"]) else math.inf)
     return summary
+
+
+def by_bank_and_target(rows: Sequence[Mapping[str, Any]], metric: str) -> np.ndarray:
+    """[banks, targets] (both sorted by name) the mean of ``rows``' finite ``metric`` per (``bank``,
+    ``target``), e.g. over probe seeds; NaN where a pair has none."""
+    banks, targets = sorted({row["bank"] for row in rows}), sorted({row["target"] for row in rows})
+    total, count = np.zeros((len(banks), len(targets))), np.zeros((len(banks), len(targets)))
+    for row in rows:
+        value = float(row.get(metric, math.nan))
+        if math.isfinite(value):
+            where = banks.index(row["bank"]), targets.index(row["target"])
+            total[where] += value
+            count[where] += 1
+    return np.divide(total, count, out=np.full(total.shape, math.nan), where=count > 0)
+
+
+def cluster_bootstrap(values: np.ndarray, level: float = 0.9, draws: int = 4000, seed: int = 0
+                      ) -> tuple[float, float, float]:
+    """``(mean, low, high)`` of ``values`` [banks, targets] (one number per bank on a target; NaN = none),
+    with the ``level`` percentile interval of a two-way cluster bootstrap: banks *and* targets redrawn with
+    replacement, each draw's mean over the cells it holds.
+
+    The cells of a benchmark are not independent: a bank's models or a target's quirks move all of their
+    cells together, and there are only a few of each. Redrawing single cells would give intervals several
+    times too narrow; redrawing both units answers "what would other banks and other targets have given".
+    With a single bank (or target) only the other unit varies; with no finite value, all three are NaN.
+    """
+    values = np.asarray(values, dtype=float)
+    if values.ndim != 2:
+        raise ValueError(f"values must be a [banks, targets] array, got shape {values.shape}")
+    if not 0 < level < 1:
+        raise ValueError(f"level={level} must be in (0, 1)")
+    if not np.isfinite(values).any():  # e.g. the Pearson of a method that predicted one value everywhere
+        return math.nan, math.nan, math.nan
+    rng = np.random.default_rng(seed)
+    banks = rng.integers(0, values.shape[0], size=(draws, values.shape[0]))
+    targets = rng.integers(0, values.shape[1], size=(draws, values.shape[1]))
+    with warnings.catch_warnings():  # a draw of only NaN cells has no mean: left out
+        warnings.simplefilter("ignore", RuntimeWarning)
+        means = np.nanmean(values[banks[:, :, None], targets[:, None, :]], axis=(1, 2))
+    tail = 100 * (1 - level) / 2
+    low, high = np.nanpercentile(means, [tail, 100 - tail])
+    return float(np.nanmean(values)), float(low), float(high)

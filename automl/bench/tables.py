@@ -119,7 +119,14 @@ def wide(console: Console, width: int = 160) -> Console:
 
 def console_table(summary, targets: Sequence[str], caption: str) -> Table:
     header, rows = table_cells(summary, targets, spread=False)
-    table = Table(title="Transferability benchmark (PARC protocol): score vs fine-tuned accuracy", caption=caption)
+    return numbers_table("Transferability benchmark (PARC protocol): score vs fine-tuned accuracy", header, rows,
+                         caption)
+
+
+def numbers_table(title: str, header: Sequence[str], rows: Sequence[Sequence[str]], caption: str | None = None
+                  ) -> Table:
+    """A rich table of a label column (left-aligned) and columns of numbers (right-aligned)."""
+    table = Table(title=title, caption=caption)
     for index, column in enumerate(header):
         table.add_column(column, justify="left" if index == 0 else "right")
     for row in rows:

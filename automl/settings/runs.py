@@ -78,7 +78,7 @@ class BenchSettings:
 
     mode: str = field(default="ranking", metadata=rule(choices=("ranking", "build", "end_to_end")))
     data: str = field(default="meta", metadata=rule(choices=("meta", "bank", "paper")))  # what ranking mode ranks
-    meta_dir: str | None = None  # the meta-benchmark's data (null: the copy shipped in automl/bench/data)
+    meta_dir: str | None = None  # the meta-benchmark's data (null: the copy shipped in automl/data/metabench)
     banks: list[str] | None = None  # build and end_to_end modes: the meta-benchmark banks (null: all)
     pipeline: list[str] = field(default_factory=list)  # end_to_end mode: overrides of python -m automl's defaults
     targets: list[Any] = field(default_factory=lambda: list(META_TARGETS))  # task names or mappings
