@@ -3,7 +3,6 @@ tiny bank x 2 tiny targets (real fits, nothing mocked), and the paper's file for
 
 from __future__ import annotations
 
-import csv
 import dataclasses
 import json
 import math
@@ -268,20 +267,16 @@ def test_the_meta_benchmark_judges_methods_held_out_and_says_how_sure_it_is(tmp_
     """``python -m automl.bench`` on a slice of the shipped data (3 banks x 4 targets, one probe seed): the
     table of every method, then the default predictor's means with bootstrap intervals against the
     strongest single score."""
-    from automl.predictor.shipped import DATA_DIR, FILES, load_meta
+    from automl.bench.tables import write_results_csv
+    from automl.fileio import atomic_copy
+    from automl.predictor.shipped import DATA_DIR, load_meta
 
     banks, targets = {"budget", "classic", "rough"}, {"digits", "glyphs", "scenes", "fonts"}
-    for name in FILES:
-        rows = read_csv_rows(DATA_DIR / name) if name.endswith(".csv") else None
-        if rows is None or name in ("models.csv", "targets.csv"):
-            (tmp_path / name).write_bytes((DATA_DIR / name).read_bytes())
-            continue
-        kept = [r for r in rows if r["target"] in targets and r.get("bank", "budget") in banks
-                and r.get("seed", "0") == "0"]
-        with open(tmp_path / name, "w", newline="") as file:
-            writer = csv.DictWriter(file, fieldnames=list(rows[0]))
-            writer.writeheader()
-            writer.writerows(kept)
+    for name in ("models.csv", "targets.csv", "recipe.json"):
+        atomic_copy(DATA_DIR / name, tmp_path / name)
+    for name in ("oracle.csv", "scores.csv"):  # oracle.csv has no probe seed
+        write_results_csv(tmp_path / name, [r for r in read_csv_rows(DATA_DIR / name) if r["bank"] in banks
+                                             and r["target"] in targets and r.get("seed", "0") == "0"])
     settings = resolve(compose([f"bench.meta_dir={tmp_path}", f"cache_dir={tmp_path}/cache"], config_name="bench"))
     result = bench.run_bench(settings, tmp_path / "run")
     text = result.files["table"].read_text()

@@ -120,6 +120,8 @@ def test_a_paired_difference_removes_what_both_methods_share():
     _, low, high = bootstrap_interval(rows, "better", "bank", "pearson")
     assert high - low > 10  # alone, the method is uncertain
     assert bootstrap_interval(rows, "better", "bank", "pearson", baseline="base") == pytest.approx((2.0, 2.0, 2.0))
+    partial = held_out_rows("base", base, banks=("b1",)) + held_out_rows("better", lambda b, t, s: base(b, t, s) + 3.0 * int(b[1]))
+    assert bootstrap_interval(partial, "better", "bank", "pearson", baseline="base") == pytest.approx((3.0, 3.0, 3.0))
 
 
 def test_the_bootstrap_averages_probe_seeds_and_leaves_out_nan():

@@ -218,17 +218,20 @@ def bootstrap_interval(rows: Sequence[Mapping], method: str, protocol: str, metr
     """How sure a held-out mean is: ``(mean, low, high)`` of ``metric`` for ``method`` under ``protocol``,
     or of its paired difference ``method - baseline`` over the same cells, with the ``level`` interval of
     :func:`~automl.bench.metrics.cluster_bootstrap` over banks and targets (cells first averaged over probe
-    seeds)."""
-    def matrix(name: str) -> np.ndarray:
-        chosen = [row for row in rows if row["method"] == name and row["protocol"] == protocol]
+    seeds; a paired difference only over the cells both methods were judged on)."""
+    def values(name: str) -> dict[tuple, float]:
+        chosen = {(row["bank"], row["target"], row["seed"]): row.get(metric, math.nan)
+                  for row in rows if row["method"] == name and row["protocol"] == protocol}
         if not chosen:
             raise ValueError(f"no rows of method {name!r} under protocol {protocol!r}")
-        return by_bank_and_target(chosen, metric)
+        return chosen
 
-    values = matrix(method)
+    cells = values(method)
     if baseline is not None:
-        values = values - matrix(baseline)
-    return cluster_bootstrap(values, level)
+        base = values(baseline)
+        cells = {cell: value - base[cell] for cell, value in cells.items() if cell in base}
+    return cluster_bootstrap(by_bank_and_target([{"bank": bank, "target": target, metric: value}
+                                                 for (bank, target, _), value in cells.items()], metric), level)
 
 
 __all__ = ["PROTOCOLS", "Method", "bootstrap_interval", "certainty_cells", "evaluate", "held_out_scores", "methods",

@@ -71,9 +71,9 @@ def _run_meta(settings: BenchRunSettings, run_dir: Path, console: Console) -> Be
                          markdown_table(sure_header, sure_cells, numbers_right=True)])
     files = {"csv": write_results_csv(run_dir / "bench_results.csv", rows),
              "table": atomic_write_text(run_dir / "bench_table.md", text + "\n")}
-    wide(console, width=180).print(numbers_table("Ranking methods on the meta-benchmark, held out", header, cells,
-                                                 "\n".join(context)))
-    wide(console, width=180).print(numbers_table(sure_title, sure_header, sure_cells))
+    printer = wide(console, width=180)
+    printer.print(numbers_table("Ranking methods on the meta-benchmark, held out", header, cells, "\n".join(context)))
+    printer.print(numbers_table(sure_title, sure_header, sure_cells))
     console.print(f"results: {run_dir}")
     return BenchResult(rows=rows, summary=summaries["both"], data=None, oracle=None,
                        seconds={"evaluation": time.perf_counter() - start}, files=files)
