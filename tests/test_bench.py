@@ -294,6 +294,34 @@ def test_the_meta_benchmark_judges_methods_held_out_and_says_how_sure_it_is(tmp_
             assert low <= mean <= high
 
 
+def test_a_bank_built_alone_replaces_only_its_own_rows(tmp_path):
+    """``bench.mode=build 'bench.banks=[...]'`` merges the banks it measured into the data already there; the
+    data's targets and recipe must be the ones it measured with."""
+    from automl.bench.banks import BANKS
+    from automl.bench.build import CSV_FILES, merge_banks
+    from automl.fileio import atomic_copy
+    from automl.predictor.shipped import DATA_DIR
+
+    for name in (*CSV_FILES, "recipe.json"):
+        atomic_copy(DATA_DIR / name, tmp_path / name)
+    recipe, targets = json.loads((tmp_path / "recipe.json").read_text()), read_csv_rows(tmp_path / "targets.csv")
+    stored = {name: read_csv_rows(tmp_path / name) for name in CSV_FILES}
+    measured = {"targets.csv": targets, "models.csv": [{"bank": "budget", "model": "new_model"}],
+                "oracle.csv": [{"bank": "budget", "model": "new_model", "target": "digits"}],
+                "scores.csv": [{"bank": "budget", "model": "new_model", "target": "digits", "seed": 0}]}
+    merged = merge_banks(tmp_path, measured, ["budget"], recipe)
+    for name in ("models.csv", "oracle.csv", "scores.csv"):
+        assert [r for r in merged[name] if r["bank"] == "budget"] == measured[name]
+        assert [r for r in merged[name] if r["bank"] != "budget"] == [r for r in stored[name] if r["bank"] != "budget"]
+        banks = list(dict.fromkeys(r["bank"] for r in merged[name]))
+        assert banks == [b for b in BANKS if b in banks]  # the banks keep their order
+    changed = [dict(targets[1], fingerprint="0" * 16) if i == 1 else t for i, t in enumerate(targets)]
+    with pytest.raises(bench.BenchError, match=rf"targets.csv: target\(s\) \['{targets[1]['target']}'\] differ"):
+        merge_banks(tmp_path, {**measured, "targets.csv": changed}, ["budget"], recipe)
+    with pytest.raises(bench.BenchError, match=r"recipe.json: the data was measured with another oracle recipe"):
+        merge_banks(tmp_path, measured, ["budget"], {**recipe, "epochs": 1})
+
+
 def test_unknown_target_config_is_named():
     settings = resolve(compose(["bench.targets=[digits,nope]"], config_name="bench"))
     with pytest.raises(bench.BenchError, match=r"bench\.targets\[1\]: no task config .*nope\.yaml"):

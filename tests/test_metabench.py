@@ -17,6 +17,7 @@ from automl.bench.meta import (
     evaluate,
     folds,
     model_method,
+    per_bank_cells,
     static_method,
     summarize,
     table_cells,
@@ -153,3 +154,17 @@ def test_the_certainty_table_sets_the_predictor_against_a_baseline_score():
     assert all(len(line) == len(header) for line in table)
     pearson, lead, tau_lead = table[0][1:4]
     assert pearson == "3.5 [3.0, 4.0]" and lead == "2.0 [2.0, 2.0]" and tau_lead == "2.00 [2.00, 2.00]"
+
+
+def test_the_per_bank_table_reads_each_held_out_bank_on_its_own():
+    """Bank b1 is where the predictor trails the baseline: a mean over banks would hide it, its own row
+    shows it, with an interval from its targets alone (b0 constant across targets: a zero-width one)."""
+    rows = (held_out_rows("model:boosting", lambda b, t, s: 5.0 if b == "b0" else {"t0": 1.0, "t1": 2.0, "t2": 3.0}[t])
+            + held_out_rows("linear", lambda b, t, s: 4.0))
+    for row in rows:
+        row["coverage"] = 0.5 if row["bank"] == "b0" else 1.0
+    header, table = per_bank_cells(rows, "model:boosting", "linear")
+    assert header[:3] == ["held-out bank", "Pearson", "Pearson − linear"] and [line[0] for line in table] == ["b0", "b1"]
+    assert table[0][1:3] == ["5.0 [5.0, 5.0]", "1.0 [1.0, 1.0]"] and table[0][-1] == "50"
+    mean, low, high = table[1][2].replace("[", "").replace(",", "").replace("]", "").split()
+    assert float(mean) == -2.0 and float(low) < -2.0 < float(high) and table[1][-1] == "100"

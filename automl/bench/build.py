@@ -19,13 +19,12 @@ The data (``bench.meta_dir``, by default the copy the package ships, ``automl/da
 
 from __future__ import annotations
 
-import csv
 import dataclasses
 import json
 import logging
 import math
 import time
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -35,7 +34,8 @@ from automl.bench.banks import BANKS
 from automl.bench.data import BenchError, checked_names
 from automl.bench.measure import bank_data
 from automl.bench.oracle import oracle_recipe, recipe_id
-from automl.fileio import atomic_path, atomic_write_text
+from automl.bench.tables import write_results_csv
+from automl.fileio import atomic_write_text, read_csv_rows
 from automl.history import History
 from automl.predictor.shipped import DATA_DIR
 from automl.settings import BankSettings, BenchRunSettings
@@ -56,8 +56,9 @@ def bank_folder(settings: BenchRunSettings, name: str) -> Path:
 
 
 def build_meta(settings: BenchRunSettings) -> Path:
-    """Measure every bank of ``bench.banks`` (null: all) on ``bench.targets``; write the data files when
-    every bank is measured. Returns the data folder."""
+    """Measure every bank of ``bench.banks`` (null: all) on ``bench.targets`` and write the data files. A subset
+    of the banks replaces only those banks' rows of the data already in ``bench.meta_dir`` (:func:`merge_banks`);
+    with no data there it is measured but not written. Returns the data folder (or the cache, unwritten)."""
     names = checked_names(settings.bench.banks, list(BANKS), "bench.banks", list(BANKS))
     root = meta_root(settings)
     storage = f"sqlite:///{root / 'history.db'}"
@@ -78,18 +79,47 @@ def build_meta(settings: BenchRunSettings) -> Path:
                                 **{f"ms_{score}": round(1e3 * s, 3) for score, s in data.seconds[(target, seed)][model].items()}}
                                for (target, seed), by_model in data.scores.items() for model, scores in by_model.items()]
         log.info("meta-benchmark: bank %s measured (%.0f s so far)", name, time.perf_counter() - start)
-    if names != list(BANKS):
-        log.info("meta-benchmark: banks %s measured; build all of them to write the data", names)
-        return root
     out = Path(settings.bench.meta_dir) if settings.bench.meta_dir else DATA_DIR
-    for file in CSV_FILES:
-        _write_csv(out / file, rows[file])
     recipe = oracle_recipe(settings.bench.oracle, settings.finetune, settings.seed)
-    atomic_write_text(out / "recipe.json", json.dumps({"id": recipe_id(recipe), **recipe,
-                                                       "probe": dataclasses.asdict(settings.probe),
-                                                       "probe_seeds": settings.bench.probe_seeds}, indent=2) + "\n")
+    recipe = {"id": recipe_id(recipe), **recipe, "probe": dataclasses.asdict(settings.probe),
+              "probe_seeds": settings.bench.probe_seeds}
+    if names != list(BANKS):
+        if not (out / "models.csv").is_file():
+            log.info("meta-benchmark: banks %s measured; build all of them to write the data", names)
+            return root
+        measured = {row["target"] for row in rows["targets.csv"]}
+        if measured < {row["target"] for row in read_csv_rows(out / "targets.csv")}:
+            # one of several processes that split the targets between them: the last, full run writes
+            log.info("meta-benchmark: banks %s measured on targets %s; build all targets to write", names, sorted(measured))
+            return root
+        rows = merge_banks(out, rows, names, recipe)
+    for file in CSV_FILES:
+        write_results_csv(out / file, rows[file])
+    atomic_write_text(out / "recipe.json", json.dumps(recipe, indent=2) + "\n")
     log.info("meta-benchmark: data written to %s in %.0f s", out, time.perf_counter() - start)
     return out
+
+
+def merge_banks(out: Path, rows: dict[str, list[dict[str, Any]]], names: Sequence[str], recipe: Mapping[str, Any]
+            ) -> dict[str, list[dict[str, Any]]]:
+    """The data in ``out`` with the rows of banks ``names`` replaced by the freshly measured ``rows``: a bank
+    is added or rebuilt without measuring the others again. Its targets and recipe must be the data's own."""
+    stored_recipe = json.loads((out / "recipe.json").read_text())
+    if stored_recipe != json.loads(json.dumps(recipe)):
+        raise BenchError(f"{out / 'recipe.json'}: the data was measured with another oracle recipe or probe than "
+                         f"bench.banks={list(names)} now; rebuild every bank (bench.banks=null) to change it")
+    stored_targets = {row["target"]: row["fingerprint"] for row in read_csv_rows(out / "targets.csv")}
+    measured = {row["target"]: row["fingerprint"] for row in rows["targets.csv"]}
+    if stored_targets != measured:
+        differ = sorted(t for t in stored_targets.keys() | measured.keys() if stored_targets.get(t) != measured.get(t))
+        raise BenchError(f"{out / 'targets.csv'}: target(s) {differ} differ from the ones measured now (names or "
+                         "data fingerprints); rebuild every bank (bench.banks=null) to change the targets")
+    order = {name: index for index, name in enumerate(BANKS)}
+    merged = {"targets.csv": read_csv_rows(out / "targets.csv")}
+    for file in ("models.csv", "oracle.csv", "scores.csv"):
+        kept = [row for row in read_csv_rows(out / file) if row["bank"] not in names]
+        merged[file] = sorted(kept + rows[file], key=lambda row: order.get(row["bank"], len(order)))
+    return merged
 
 
 def _model_rows(bank: str, folder: Path, plan: Sequence[Pretraining], meta: Mapping[str, Mapping]) -> list[dict]:
@@ -122,12 +152,3 @@ def _oracle_rows(bank: str, storage: str, run_id: str, fingerprints: Mapping[str
 
 def _number(value: float) -> float | str:
     return "" if not math.isfinite(value) else round(float(value), 6)
-
-
-def _write_csv(path: Path, rows: Iterable[Mapping[str, Any]]) -> None:
-    rows = list(rows)
-    columns = list(dict.fromkeys(key for row in rows for key in row))
-    with atomic_path(path) as tmp, tmp.open("w", newline="") as handle:
-        writer = csv.DictWriter(handle, fieldnames=columns)
-        writer.writeheader()
-        writer.writerows(rows)

@@ -15,7 +15,7 @@ from automl.bench.build import build_meta
 from automl.bench.data import BenchData, BenchError, checked_names
 from automl.bench.end_to_end import run_end_to_end
 from automl.bench.measure import bank_data
-from automl.bench.meta import certainty_cells, run_meta, table_cells
+from automl.bench.meta import certainty_cells, per_bank_cells, run_meta, table_cells
 from automl.bench.methods import PREDICTOR, derive_methods
 from automl.bench.metrics import evaluate, summarize
 from automl.bench.oracle import OracleStats
@@ -66,14 +66,19 @@ def _run_meta(settings: BenchRunSettings, run_dir: Path, console: Console) -> Be
     sure_header, sure_cells = certainty_cells(rows, predictor, strongest)
     sure_title = (f"How sure: {predictor}, means over held-out cells with 90% intervals (banks and targets redrawn "
                   f"by a two-way bootstrap; {strongest}: the strongest single score, bank and target held out)")
+    bank_header, bank_cells = per_bank_cells(rows, predictor, strongest)
+    bank_title = (f"Per bank: {predictor}, each bank held out in turn (fitted on the other banks, all targets; "
+                  "90% intervals with the targets redrawn)")
     text = "\n\n".join(["# Ranking methods on the meta-benchmark, held out", "\n".join(f"- {c}" for c in context),
                          markdown_table(header, cells, numbers_right=True), f"## {sure_title}",
-                         markdown_table(sure_header, sure_cells, numbers_right=True)])
+                         markdown_table(sure_header, sure_cells, numbers_right=True), f"## {bank_title}",
+                         markdown_table(bank_header, bank_cells, numbers_right=True)])
     files = {"csv": write_results_csv(run_dir / "bench_results.csv", rows),
              "table": atomic_write_text(run_dir / "bench_table.md", text + "\n")}
     printer = wide(console, width=180)
     printer.print(numbers_table("Ranking methods on the meta-benchmark, held out", header, cells, "\n".join(context)))
     printer.print(numbers_table(sure_title, sure_header, sure_cells))
+    printer.print(numbers_table(bank_title, bank_header, bank_cells))
     console.print(f"results: {run_dir}")
     return BenchResult(rows=rows, summary=summaries["both"], data=None, oracle=None,
                        seconds={"evaluation": time.perf_counter() - start}, files=files)
