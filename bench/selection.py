@@ -30,7 +30,7 @@ from rich.table import Table
 from automl.bench.meta import held_out_scores, model_method
 from automl.finetune.study import make_pruner
 from automl.predictor.shipped import Cell, load_meta
-from automl.settings import FinetuneSettings
+from automl.settings import FinetuneSettings, PredictorSettings
 
 TUNING_TARGETS = ("digits", "glyphs", "shapes")  # the end-to-end benchmark's tuning targets (README)
 
@@ -75,7 +75,7 @@ def outcome(cell: Cell, ranking: np.ndarray, mflops: np.ndarray, top_k: int, set
 def main() -> None:
     settings = parse(Settings, __doc__)
     data = load_meta()
-    rankings = {cell.name: scores for cell, scores, _ in held_out_scores(data.cells, model_method("boosting"), "both")}
+    rankings = {cell.name: scores for cell, scores, _ in held_out_scores(data.cells, model_method(PredictorSettings().kind), "both")}
     model_mflops = {name: float(row["mflops"]) for name, row in data.models.items()}
     mflops = {cell.name: np.array([model_mflops[c.model_name] for c in cell.candidates]) for cell in data.cells}
     default_rung = FinetuneSettings().first_rung

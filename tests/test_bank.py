@@ -291,6 +291,15 @@ def test_model_meta_of_an_entry_needs_no_weights(tmp_path):
         model_meta_of(one_entry(entry_cfg("w.pt", arch="nope")))
 
 
+def test_flops_of_a_vit_with_an_attention_pool_on_the_meta_device():
+    """test_vit3 pools with a learned latent (as SigLIP's "map" pool): a parameter fed straight into a layer,
+    on which the FLOP counter's autograd hooks used to fail; counting leaves the model trainable."""
+    with torch.device("meta"):
+        model = timm.create_model("test_vit3", num_classes=5, img_size=32, patch_size=8)
+    assert forward_mflops(model, (3, 32, 32)) > 0
+    assert all(p.requires_grad for p in model.parameters()) and model.training
+
+
 def test_model_meta_counts_weight_layers_without_the_head():
     with_head, headless = timm.create_model(ARCH, num_classes=5), timm.create_model(ARCH, num_classes=0)
     convs = sum(isinstance(m, torch.nn.Conv2d) for m in headless.modules())

@@ -280,15 +280,19 @@ def test_the_meta_benchmark_judges_methods_held_out_and_says_how_sure_it_is(tmp_
     settings = resolve(compose([f"bench.meta_dir={tmp_path}", f"cache_dir={tmp_path}/cache"], config_name="bench"))
     result = bench.run_bench(settings, tmp_path / "run")
     text = result.files["table"].read_text()
-    assert "| model:boosting |" in text and "| fine-tuned val (ceiling) |" in text
-    sure = text.split("## How sure: model:boosting")[1].splitlines()
+    predictor = f"model:{settings.rank.predictor.kind}"
+    assert f"| {predictor} |" in text and "| fine-tuned val (ceiling) |" in text
+    sure, per_bank = text.split(f"## How sure: {predictor}")[1].split(f"## Per bank: {predictor}")
+    sure = sure.splitlines()
     scores = load_meta(tmp_path).score_names
     strongest = next(e["method"] for e in result.summary if e["method"] in scores)
     assert f"{strongest}: the strongest single score" in sure[0]
     assert f"| protocol | Pearson | Pearson − {strongest} |" in text
-    lines = [line for line in sure if line.startswith(("| bank ", "| target ", "| both "))]
-    assert len(lines) == 3
-    for line in lines:  # every cell is "mean [low, high]" with low <= mean <= high
+    lines = [line for line in sure if line.startswith(("| bank ", "| arch ", "| target ", "| both "))]
+    assert len(lines) == 4
+    bank_lines = [line for line in per_bank.splitlines() if line.startswith(tuple(f"| {b} " for b in banks))]
+    assert sorted(line.split("|")[1].strip() for line in bank_lines) == sorted(banks)
+    for line in lines + [line.rsplit("|", 2)[0] for line in bank_lines]:  # "mean [low, high]", low <= mean <= high
         for cell in line.strip("|").split("|")[1:]:
             mean, low, high = (float(x) for x in cell.replace("[", " ").replace("]", " ").replace(",", " ").split())
             assert low <= mean <= high

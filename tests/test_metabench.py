@@ -27,14 +27,19 @@ from automl.predictor.features import Candidate
 from automl.predictor.shipped import Cell
 
 
-@pytest.mark.parametrize("protocol", ["bank", "target", "both"])
+@pytest.mark.parametrize("protocol", ["bank", "arch", "target", "both"])
 def test_every_cell_is_held_out_once_and_never_trained_on(meta, protocol):
     held_out = []
     for train, test in folds(meta.cells, protocol):
         assert train and test
         banks, targets = {c.bank for c in test}, {c.target for c in test}
-        if protocol in ("bank", "both"):
+        if protocol in ("bank", "arch", "both"):
             assert not banks & {c.bank for c in train}
+        if protocol == "arch":  # no model of a held-out architecture is trained on; the others all are
+            archs = {arch for c in test for arch in c.archs}
+            assert not archs & {arch for c in train for arch in c.archs}
+            assert sum(len(c.candidates) for c in train) == sum(
+                arch not in archs for c in meta.cells if c.bank not in banks for arch in c.archs)
         if protocol in ("target", "both"):
             assert not targets & {c.target for c in train}
         held_out += [c.name for c in test]

@@ -21,7 +21,7 @@ from automl.predictor import (
     zscore_bank,
 )
 from automl.predictor.features import bank_features, feature_names, from_level, to_level
-from automl.predictor.model import AccuracyModel
+from automl.predictor.model import AccuracyModel, _fit, _predict, make_regressor
 from automl.predictor.shipped import DATA_DIR
 from automl.settings import PredictorSettings
 
@@ -118,6 +118,18 @@ def test_boosting_learns_the_median_of_how_far_a_model_lands_from_its_bank():
     assert np.median(model.relative_.predict(features)) == pytest.approx(np.median(deviation), abs=0.4)
 
 
+def test_a_blend_predicts_the_mean_of_a_ridge_and_a_median_boosting_fitted_alike():
+    rng = np.random.default_rng(4)
+    features = rng.normal(size=(240, 3))
+    level = np.where(features[:, 0] > 0, 2.0 + features[:, 1], -1.0) + rng.normal(0, 0.3, 240)  # a step: no line
+    blend, ridge, boosting = make_regressor("blend", median=True), make_regressor("ridge"), make_regressor(
+        "boosting", median=True)
+    for regressor in (blend, ridge, boosting):
+        _fit(regressor, features, level, np.ones(240))
+    np.testing.assert_allclose(_predict(blend, features), (ridge.predict(features) + boosting.predict(features)) / 2)
+    assert not np.allclose(ridge.predict(features), boosting.predict(features), atol=0.1)  # two different halves
+
+
 def test_intervals_are_in_accuracy_points_narrowest_near_the_ends_and_hold_their_coverage():
     rng = np.random.default_rng(1)
 
@@ -172,9 +184,10 @@ def test_history_refines_the_cold_start_only_when_it_helps(meta):
     refined_error = np.abs(fitted.predict(cell.candidates).mean - measured).mean()
     assert refined_error < np.abs(cold.predict(cell.candidates).mean - measured).mean()
 
-    # a history that contradicts itself does not replace the cold start
-    noisy = records_of(held_out, noise=35.0, seed=3)
-    kept = AccuracyPredictor().fit(noisy)
+    # a history that contradicts itself (each task measured 25 points off, up or down) does not replace it
+    contradicting = [record for index, cell in enumerate(held_out)
+                     for record in records_of([cell], offset=25.0 if index % 2 else -25.0, noise=10.0, seed=3 + index)]
+    kept = AccuracyPredictor().fit(contradicting)
     assert not kept.calibration_["helps"] and kept.source_ == "meta-benchmark"
     np.testing.assert_allclose(kept.predict(cell.candidates).mean, cold.predict(cell.candidates).mean)
 

@@ -76,11 +76,18 @@ def forward_mflops(model: nn.Module, input_size: tuple[int, int, int]) -> float:
     device = next(model.parameters()).device
     head = model.get_classifier() if hasattr(model, "get_classifier") else None
     training = model.training
+    trainable = [p for p in model.parameters() if p.requires_grad]
     model.eval()  # batch norm on a batch of one
+    # FlopCounterMode's module tracker hooks the autograd graph of every input that requires grad, and
+    # fails on a parameter fed in directly (an attention-pool latent: test_vit3, SigLIP's "map" pool).
+    for parameter in trainable:
+        parameter.requires_grad_(False)
     try:
         with FlopCounterMode(display=False) as counter, torch.no_grad():
             tokens = model.forward_features(torch.zeros(1, *input_size, device=device))
             model.forward_head(tokens, pre_logits=True) if isinstance(head, nn.Module) else None
     finally:
         model.train(training)
+        for parameter in trainable:
+            parameter.requires_grad_(True)
     return counter.get_total_flops() / 1e6

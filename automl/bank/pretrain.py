@@ -49,7 +49,8 @@ class _Arch:
 # timm's tiny test models: BatchNorm (resnet, efficientnet), normalizer-free (nfnet), LayerNorm (convnext,
 # mambaout), BatchNorm/SE hybrids (byobnet) and transformers (vit, vit2, at a lower learning rate as usual);
 # the meta-benchmark's ``fresh`` bank adds GroupNorm (effnet_gn), another ConvNeXt, a conv-attention hybrid
-# (coatnet) and relative-position attention (vit_relpos). LayerNorm ConvNeXts need ~3x the epochs of the
+# (coatnet) and relative-position attention (vit_relpos), and its ``blind`` bank LayerNorm and EvoNorm
+# efficientnets, another ConvNeXt and another vit. LayerNorm ConvNeXts need ~3x the epochs of the
 # BatchNorm families to leave chance level from scratch.
 ARCHS: dict[str, _Arch] = {
     "resnet": _Arch("test_resnet", {}, 5e-3),
@@ -64,6 +65,10 @@ ARCHS: dict[str, _Arch] = {
     "convnext3": _Arch("test_convnext3", {}, 5e-3),
     "coatnet": _Arch("test_coatnet", {"img_size": 32}, 3e-3),
     "vit_relpos": _Arch("test_vit_relpos", {"img_size": 32, "patch_size": 8}, 3e-3),
+    "effnet_ln": _Arch("test_efficientnet_ln", {}, 5e-3),
+    "effnet_evos": _Arch("test_efficientnet_evos", {}, 5e-3),
+    "convnext2": _Arch("test_convnext2", {}, 5e-3),
+    "vit3": _Arch("test_vit3", {"img_size": 32, "patch_size": 8}, 3e-3),
 }
 IMAGE_SIZE = synthetic.SIZE  # pixels: the models' input is the synthetic sources' own size
 HOLDOUT = 0.2  # fraction of each source kept out of pretraining to measure its accuracy

@@ -1,7 +1,7 @@
 """Ranking methods judged on the meta-benchmark (``bench.data=meta``), only ever on data they were not
 fitted or picked on.
 
-The shipped data (:mod:`automl.bench.build`) gives, for 5 banks x 9 targets x 5 probe seeds, every
+The shipped data (:mod:`automl.bench.build`) gives, for 6 banks x 9 targets x 5 probe seeds, every
 model's scores and its oracle accuracy. A *cell* is one bank on one target with one probe set: the
 methods rank its 12 models. Methods:
 
@@ -16,9 +16,11 @@ methods rank its 12 models. Methods:
   accuracy. No ranking from probe scores can know more; what it still misses (regret, MAE) is what the
   small validation and test splits leave to chance.
 
-Protocols (training cells → held-out cells): ``bank`` (leave one bank out), ``target`` (leave one target
-out) and ``both`` (train on the other banks *and* other targets, test on the held-out bank and target:
-a bank and a task nobody tuned anything on). Per held-out cell: Pearson x100, weighted Kendall tau,
+Protocols (training cells → held-out cells): ``bank`` (leave one bank out), ``arch`` (leave one bank out
+and, from the other banks, every model of an architecture it has: banks share architectures, and a
+bank of new ones is what a user brings), ``target`` (leave one target out) and ``both`` (train on the
+other banks *and* other targets, test on the held-out bank and target: a bank and a task nobody tuned
+anything on). Per held-out cell: Pearson x100, weighted Kendall tau,
 top-1 regret (accuracy points), top-3 hit; for accuracies, mean absolute error, the share of measured
 accuracies inside the 80% interval and the median interval width. Means over the held-out cells.
 """
@@ -45,7 +47,7 @@ from automl.predictor.features import to_level
 from automl.predictor.model import KINDS, AccuracyModel
 from automl.predictor.shipped import Cell, MetaData
 
-PROTOCOLS = ("bank", "target", "both")
+PROTOCOLS = ("bank", "arch", "target", "both")
 STATIC = {"params": "num_params", "mflops": "mflops", "depth": "depth", "source accuracy": "source_accuracy"}
 CEILING = "fine-tuned val (ceiling)"
 CERTAIN = (("pearson", False, ".1f"), ("pearson", True, ".1f"), ("weighted_tau", True, ".2f"),
@@ -138,6 +140,13 @@ def methods(score_names: Sequence[str]) -> list[Method]:
 # ------------------------------------------------------------------------------------------ evaluation
 def folds(cells: Sequence[Cell], protocol: str) -> Iterable[tuple[list[Cell], list[Cell]]]:
     """(training cells, held-out cells) per fold of ``protocol`` (see the module docstring)."""
+    if protocol == "arch":  # bank out, and every model of its architectures out of the other banks too
+        for bank in sorted({c.bank for c in cells}):
+            held_out = {arch for c in cells if c.bank == bank for arch in c.archs}
+            train = [kept for c in cells if c.bank != bank and (kept := c.without_archs(held_out)) is not None]
+            if train:  # none when the other banks hold only its architectures: that bank is not judged
+                yield train, [c for c in cells if c.bank == bank]
+        return
     if protocol == "bank":
         keys = sorted({(c.bank,) for c in cells})
     elif protocol == "target":
@@ -246,18 +255,18 @@ def run_meta(data: MetaData, protocols: Sequence[str] = PROTOCOLS) -> tuple[list
 
 def table_cells(summaries: Mapping[str, Sequence[Mapping]]) -> tuple[list[str], list[list[str]]]:
     """The README table: per method, the metrics with both the bank and the target held out, and the
-    Pearson of leaving only one of them out."""
+    Pearson of leaving out only the bank, the bank with its architectures, or the target."""
     main = summaries["both"]
     by_protocol = {p: {e["method"]: e for e in summaries[p]} for p in summaries}
     header = ["method", "Pearson", "weighted τ", "regret (pts)", "top-3 %", "top-3 regret", "MAE (pts)",
-              "80% cover %", "median width", "Pearson, bank out", "Pearson, target out"]
+              "80% cover %", "median width", "Pearson, bank out", "Pearson, arch out", "Pearson, target out"]
 
     rows = [[e["method"], _fmt(e["pearson"], ".1f"), _fmt(e["weighted_tau"], ".2f"), _fmt(e["top1_regret"], ".2f"),
              _fmt(100 * e["top3_hit"], ".0f"), _fmt(e["top3_regret"], ".2f"), _fmt(e["mae"], ".1f"),
              _fmt(100 * e["coverage"], ".0f"),
              _fmt(e["width"], ".1f"),
              *(_fmt(by_protocol[p][e["method"]]["pearson"], ".1f") if p in by_protocol else "–"
-               for p in ("bank", "target"))]
+               for p in ("bank", "arch", "target"))]
             for e in main]
     return header, rows
 
@@ -273,9 +282,9 @@ def certainty_cells(rows: Sequence[Mapping], method: str, baseline: str, protoco
                                  for metric, paired, spec in CERTAIN)] for protocol in protocols]
 
 
-def per_bank_cells(rows: Sequence[Mapping], method: str, baseline: str, protocol: str = "bank", level: float = 0.9
+def per_bank_cells(rows: Sequence[Mapping], method: str, baseline: str, protocol: str = "arch", level: float = 0.9
                    ) -> tuple[list[str], list[list[str]]]:
-    """``method`` on each bank held out in turn (``protocol`` ``bank`` or ``both``): its Pearson, its lead over
+    """``method`` on each bank held out in turn (``protocol`` ``arch``, ``bank`` or ``both``): its Pearson, its lead over
     ``baseline``, its regret and MAE, as in :func:`certainty_cells` but with only the targets redrawn. A bank
     added after the defaults were chosen is read here on its own."""
     header = ["held-out bank", "Pearson", f"Pearson − {baseline}", "regret (pts)", f"regret − {baseline}",

@@ -67,8 +67,8 @@ def _run_meta(settings: BenchRunSettings, run_dir: Path, console: Console) -> Be
     sure_title = (f"How sure: {predictor}, means over held-out cells with 90% intervals (banks and targets redrawn "
                   f"by a two-way bootstrap; {strongest}: the strongest single score, bank and target held out)")
     bank_header, bank_cells = per_bank_cells(rows, predictor, strongest)
-    bank_title = (f"Per bank: {predictor}, each bank held out in turn (fitted on the other banks, all targets; "
-                  "90% intervals with the targets redrawn)")
+    bank_title = (f"Per bank: {predictor}, each bank held out in turn with its architectures (fitted on the other "
+                  "banks' other architectures, all targets; 90% intervals with the targets redrawn)")
     text = "\n\n".join(["# Ranking methods on the meta-benchmark, held out", "\n".join(f"- {c}" for c in context),
                          markdown_table(header, cells, numbers_right=True), f"## {sure_title}",
                          markdown_table(sure_header, sure_cells, numbers_right=True), f"## {bank_title}",

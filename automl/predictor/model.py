@@ -39,19 +39,30 @@ from sklearn.preprocessing import StandardScaler
 from automl.predictor.features import from_level
 from automl.threads import single_threaded
 
-KINDS = ("ridge", "boosting")
+KINDS = ("ridge", "boosting", "blend")
 SPREAD_FLOOR = 0.2  # the binomial spread 2 sqrt(a (1 - a)) at a = 1%: intervals keep a width near the ends
 
 
-def make_regressor(kind: str, median: bool = False) -> Pipeline | HistGradientBoostingRegressor:
+class Blend:
+    """The mean prediction of ``parts``, each fitted on the same rows (``kind="blend"``: a ridge, which
+    extrapolates smoothly to a bank unlike the training banks, and gradient boosting, which captures the
+    interactions the ridge misses)."""
+
+    def __init__(self, parts: Sequence):
+        self.parts = list(parts)
+
+
+def make_regressor(kind: str, median: bool = False) -> Pipeline | HistGradientBoostingRegressor | Blend:
     """A regressor of ``kind``; ``median``: fit the conditional median (absolute error) where the kind
-    can (``boosting``), the conditional mean otherwise."""
+    can (``boosting``, the boosting half of ``blend``), the conditional mean otherwise."""
     if kind == "ridge":
         return make_pipeline(StandardScaler(), Ridge(alpha=10.0))
     if kind == "boosting":
         return HistGradientBoostingRegressor(loss="absolute_error" if median else "squared_error", max_depth=3,
                                              learning_rate=0.05, max_iter=200, min_samples_leaf=20,
                                              l2_regularization=1.0, random_state=0)
+    if kind == "blend":
+        return Blend([make_regressor("ridge"), make_regressor("boosting", median)])
     raise ValueError(f"accuracy model kind={kind!r} must be one of {KINDS}")
 
 
@@ -60,7 +71,7 @@ class AccuracyModel:
     accuracy points (module docstring).
 
     Args:
-        kind: ``ridge`` or ``boosting`` (scikit-learn's HistGradientBoostingRegressor).
+        kind: ``ridge``, ``boosting`` (scikit-learn's HistGradientBoostingRegressor) or ``blend`` (their mean).
         coverage: the central share of held-out errors the interval holds, in (0, 1).
     """
 
@@ -143,6 +154,10 @@ def _spread(level: np.ndarray, chance: np.ndarray) -> np.ndarray:
 
 
 def _fit(regressor, features: np.ndarray, level: np.ndarray, weights: np.ndarray) -> None:
+    if isinstance(regressor, Blend):
+        for part in regressor.parts:
+            _fit(part, features, level, weights)
+        return
     with warnings.catch_warnings(), single_threaded():  # OpenMP threads of concurrent workers fight
         warnings.simplefilter("ignore", UserWarning)
         if isinstance(regressor, Pipeline):
@@ -154,6 +169,8 @@ def _fit(regressor, features: np.ndarray, level: np.ndarray, weights: np.ndarray
 def _predict(regressor, features: np.ndarray) -> np.ndarray:
     if regressor is None:
         return np.zeros(len(features))
+    if isinstance(regressor, Blend):
+        return np.mean([_predict(part, features) for part in regressor.parts], axis=0)
     with single_threaded():
         return regressor.predict(features)
 

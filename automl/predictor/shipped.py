@@ -1,5 +1,5 @@
 """The meta-benchmark's shipped records (``automl/data/metabench``, written by
-``python -m automl.bench bench.mode=build``): 5 banks x 9 targets x 5 probe seeds of transferability
+``python -m automl.bench bench.mode=build``): 6 banks x 9 targets x 5 probe seeds of transferability
 scores next to the fine-tuned (oracle) accuracy, read as *cells* — one bank on one target with one probe
 set. They train the cold-start accuracy model and are what ``python -m automl.bench`` judges rankings on.
 """
@@ -35,10 +35,23 @@ class Cell:
     oracle_val: np.ndarray  # [N] the same fits' validation accuracy (percent), NaN where not recorded
     oracle_curves: list[list[float]] = field(default_factory=list)  # [N] their validation accuracy per epoch
     features: np.ndarray = field(default_factory=lambda: np.empty(0))  # [N, F] accuracy-model features
+    archs: list[str] = field(default_factory=list)  # [N] each model's timm architecture ("" unknown)
 
     @property
     def chance(self) -> np.ndarray:
         return np.array([c.chance for c in self.candidates])
+
+    def without_archs(self, archs: set[str]) -> Cell | None:
+        """This cell without the models of ``archs`` (features kept as the whole bank gave them: they are
+        probe-time information); None when fewer than two models remain."""
+        keep = [arch not in archs for arch in self.archs] if self.archs else [True] * len(self.candidates)
+        if sum(keep) < 2:
+            return None
+        index = np.flatnonzero(keep)
+        return Cell(self.bank, self.target, self.seed, [self.candidates[i] for i in index], self.oracle[index],
+                    self.oracle_val[index], [self.oracle_curves[i] for i in index] if self.oracle_curves else [],
+                    self.features[index] if len(self.features) else self.features,
+                    [self.archs[i] for i in index] if self.archs else [])
 
     @property
     def name(self) -> str:
@@ -83,7 +96,8 @@ def load_meta(folder: str | Path | None = None) -> MetaData:
         task = {k: _number(targets[target][k]) for k in ("num_classes", "num_train", "image_side")}
         candidates = bank_candidates(scores, meta, task)
         cell = Cell(bank, target, seed, candidates, np.array([oracle[(m, target)] for m in scores]),
-                    np.array([oracle_val[(m, target)] for m in scores]), [curves[(m, target)] for m in scores])
+                    np.array([oracle_val[(m, target)] for m in scores]), [curves[(m, target)] for m in scores],
+                    archs=[models[m].get("arch", "") for m in scores])
         cell.features = bank_features(candidates, score_names)
         cells.append(cell)
     return MetaData(cells, score_names, sorted({c.bank for c in cells}), sorted({c.target for c in cells}), models,

@@ -94,7 +94,7 @@ class ProbeSettings:
 class PredictorSettings:
     """The accuracy predictor (automl.predictor): which regression, and what its interval holds."""
 
-    kind: str = field(default="boosting", metadata=rule(choices=("ridge", "boosting")))
+    kind: str = field(default="blend", metadata=rule(choices=("ridge", "boosting", "blend")))
     coverage: float = field(default=0.8, metadata=rule(gt=0, lt=1))  # central share of held-out errors
     data: str | None = None  # a meta-benchmark data folder to learn from; null: the one the package ships
 
