@@ -168,7 +168,8 @@ def test_the_per_bank_table_reads_each_held_out_bank_on_its_own():
             + held_out_rows("linear", lambda b, t, s: 4.0))
     for row in rows:
         row["coverage"] = 0.5 if row["bank"] == "b0" else 1.0
-    header, table = per_bank_cells(rows, "model:boosting", "linear")
+    header, table = per_bank_cells(rows, "model:boosting", "linear", protocol="bank")
+    assert per_bank_cells(rows, "model:boosting", "linear", protocol="arch")[1] == []  # no bank judged under it
     assert header[:3] == ["held-out bank", "Pearson", "Pearson − linear"] and [line[0] for line in table] == ["b0", "b1"]
     assert table[0][1:3] == ["5.0 [5.0, 5.0]", "1.0 [1.0, 1.0]"] and table[0][-1] == "50"
     mean, low, high = table[1][2].replace("[", "").replace(",", "").replace("]", "").split()

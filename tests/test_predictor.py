@@ -44,7 +44,8 @@ def records_of(cells, offset: float = 0.0, noise: float = 0.0, state: str = "COM
             records.append(TransferRecord(
                 run_id="test", kind="finetune", trial=0, task_name=f"{prefix}-{cell.target}",
                 task_fingerprint=f"{prefix}-{cell.target}", task_meta=dict(candidate.task_meta),
-                model_name=candidate.model_name, model_meta=dict(candidate.model_meta), scores=dict(candidate.scores),
+                model_name=candidate.model_name, scores=dict(candidate.scores),
+                model_meta={k: v for k, v in candidate.model_meta.items() if math.isfinite(v)},  # NaN: not recorded
                 scores_z=dict(candidate.scores_z), val_accuracy=measured, test_accuracy=measured,
                 fidelity={"state": state, "planned_epochs": 30}))
     return records

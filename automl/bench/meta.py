@@ -290,7 +290,7 @@ def per_bank_cells(rows: Sequence[Mapping], method: str, baseline: str, protocol
     header = ["held-out bank", "Pearson", f"Pearson − {baseline}", "regret (pts)", f"regret − {baseline}",
               "MAE (pts)", "80% cover %"]
     table = []
-    for bank in sorted({row["bank"] for row in rows}):
+    for bank in sorted({row["bank"] for row in rows if row["method"] == method and row["protocol"] == protocol}):
         mine = [row for row in rows if row["bank"] == bank]
         coverage = [row["coverage"] for row in mine if row["method"] == method and row["protocol"] == protocol
                     and math.isfinite(row.get("coverage", math.nan))]
