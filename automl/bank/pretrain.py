@@ -50,7 +50,8 @@ class _Arch:
 # mambaout), BatchNorm/SE hybrids (byobnet) and transformers (vit, vit2, at a lower learning rate as usual);
 # the meta-benchmark's ``fresh`` bank adds GroupNorm (effnet_gn), another ConvNeXt, a conv-attention hybrid
 # (coatnet) and relative-position attention (vit_relpos), and its ``blind`` bank LayerNorm and EvoNorm
-# efficientnets, another ConvNeXt and another vit. LayerNorm ConvNeXts need ~3x the epochs of the
+# efficientnets, another ConvNeXt and another vit; its ``mobile`` bank four real mobile families rather than
+# test models (LCNet, MobileNetV3, EdgeNeXt, LeViT). LayerNorm ConvNeXts need ~3x the epochs of the
 # BatchNorm families to leave chance level from scratch.
 ARCHS: dict[str, _Arch] = {
     "resnet": _Arch("test_resnet", {}, 5e-3),
@@ -69,6 +70,10 @@ ARCHS: dict[str, _Arch] = {
     "effnet_evos": _Arch("test_efficientnet_evos", {}, 5e-3),
     "convnext2": _Arch("test_convnext2", {}, 5e-3),
     "vit3": _Arch("test_vit3", {"img_size": 32, "patch_size": 8}, 3e-3),
+    "lcnet": _Arch("lcnet_035", {}, 5e-3),
+    "mobilenet": _Arch("mobilenetv3_small_050", {}, 5e-3),
+    "edgenext": _Arch("edgenext_xx_small", {}, 5e-3),
+    "levit": _Arch("levit_128s", {"img_size": 32}, 3e-3),
 }
 IMAGE_SIZE = synthetic.SIZE  # pixels: the models' input is the synthetic sources' own size
 HOLDOUT = 0.2  # fraction of each source kept out of pretraining to measure its accuracy

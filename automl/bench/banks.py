@@ -1,4 +1,4 @@
-"""The meta-benchmark's banks: 72 tiny checkpoints in 6 banks that differ in architecture, source data,
+"""The meta-benchmark's banks: 84 tiny checkpoints in 7 banks that differ in architecture, source data,
 pretraining length and quality, so that a ranking method can be judged on banks it was not chosen on
 (leave-one-bank-out).
 
@@ -14,7 +14,10 @@ pretraining length and quality, so that a ranking method can be judged on banks 
 * ``blind`` — four more architectures no other bank has (efficientnet with LayerNorm and with EvoNorm,
   convnext2, vit3), varied the same way. Added after ``fresh`` had shown that holding out a bank whose
   architectures other banks share overstates how a ranking generalizes, and after the defaults had been
-  re-chosen with each architecture held out: the check of that choice.
+  re-chosen with each architecture held out: the check of that choice;
+* ``mobile`` — four real mobile families instead of timm's test models (LCNet, MobileNetV3, EdgeNeXt,
+  LeViT), varied the same way. Added after the default had been confirmed on the six banks above, to judge
+  it once more on architectures unlike any it was fitted on.
 """
 
 from __future__ import annotations
@@ -83,5 +86,19 @@ BANKS: dict[str, list[Pretraining]] = {
         Pretraining("vit3_textures", "vit3", "textures"),
         Pretraining("vit3_symbols_e40", "vit3", "symbols", epochs=40),
         Pretraining("vit3_printed_few", "vit3", "printed", data_fraction=0.05),
+    ],
+    "mobile": [
+        Pretraining("lcnet_photos", "lcnet", "photos"),
+        Pretraining("lcnet_counting_noisy", "lcnet", "counting", label_noise=0.5),
+        Pretraining("lcnet_symbols_e5", "lcnet", "symbols", epochs=5),
+        Pretraining("mnv3_printed", "mobilenet", "printed"),
+        Pretraining("mnv3_textures_few", "mobilenet", "textures", data_fraction=0.1),
+        Pretraining("mnv3_gratings_headless", "mobilenet", "gratings", headless=True),
+        Pretraining("edgenext_photos_e60", "edgenext", "photos", epochs=60),
+        Pretraining("edgenext_counting", "edgenext", "counting"),
+        Pretraining("edgenext_untrained", "edgenext", "symbols", epochs=0, headless=True),
+        Pretraining("levit_textures", "levit", "textures"),
+        Pretraining("levit_symbols_e40", "levit", "symbols", epochs=40),
+        Pretraining("levit_printed_few", "levit", "printed", data_fraction=0.05),
     ],
 }
