@@ -4,7 +4,7 @@ Modes (``bench.mode``) and data (``bench.data``):
 
 * ``ranking`` on ``meta`` (the default) — every ranking method judged on the shipped meta-benchmark, only
   ever on banks and targets it was not fitted or picked on (:mod:`.meta`); seconds, nothing trained;
-* ``build`` — measures the meta-benchmark (6 banks, 72 checkpoints, 9 targets) and writes its data
+* ``build`` — measures the meta-benchmark (7 banks, 84 checkpoints, 9 targets) and writes its data
   (:mod:`.build`, :mod:`.banks`); with ``bench.banks=[...]`` it measures those banks and replaces only their
   rows of the data;
 * ``end_to_end`` — the model ``python -m automl`` hands back against every model fine-tuned with the fixed

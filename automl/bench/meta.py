@@ -1,7 +1,7 @@
 """Ranking methods judged on the meta-benchmark (``bench.data=meta``), only ever on data they were not
 fitted or picked on.
 
-The shipped data (:mod:`automl.bench.build`) gives, for 6 banks x 9 targets x 5 probe seeds, every
+The shipped data (:mod:`automl.bench.build`) gives, for 7 banks x 9 targets x 5 probe seeds, every
 model's scores and its oracle accuracy. A *cell* is one bank on one target with one probe set: the
 methods rank its 12 models. Methods:
 

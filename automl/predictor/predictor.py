@@ -2,7 +2,7 @@
 (percent) with an 80% interval.
 
 **Cold start.** The accuracy model (:mod:`.model`, the kind ``rank.predictor.kind`` names) fitted on the
-shipped meta-benchmark (:mod:`.shipped`): 72 checkpoints of 6 banks fine-tuned on 9 targets with one
+shipped meta-benchmark (:mod:`.shipped`): 84 checkpoints of 7 banks fine-tuned on 9 targets with one
 fixed recipe. It ships with the package, needs nothing else and is fitted once per process.
 
 **With history.** The user's own measured transfers refine it, but only those comparable with what it

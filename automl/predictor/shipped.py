@@ -1,5 +1,5 @@
 """The meta-benchmark's shipped records (``automl/data/metabench``, written by
-``python -m automl.bench bench.mode=build``): 6 banks x 9 targets x 5 probe seeds of transferability
+``python -m automl.bench bench.mode=build``): 7 banks x 9 targets x 5 probe seeds of transferability
 scores next to the fine-tuned (oracle) accuracy, read as *cells* — one bank on one target with one probe
 set. They train the cold-start accuracy model and are what ``python -m automl.bench`` judges rankings on.
 """
