@@ -27,6 +27,30 @@ from automl.bank.pretrain import Pretraining
 
 MODERN_ARCHS = ("convnext", "byobnet", "mambaout", "vit2")
 MODERN_SOURCES = ("gratings", "printed", "counting")
+# How the ``blind`` and ``mobile`` banks vary their four architectures: (which of the four, name pattern,
+# source, departures from the plain recipe), so that each has a plain, short, long, noisy, few-shot, untrained
+# and headless member.
+_VARIATIONS = (
+    (0, "{}_photos", "photos", {}),
+    (0, "{}_counting_noisy", "counting", {"label_noise": 0.5}),
+    (0, "{}_symbols_e5", "symbols", {"epochs": 5}),
+    (1, "{}_printed", "printed", {}),
+    (1, "{}_textures_few", "textures", {"data_fraction": 0.1}),
+    (1, "{}_gratings_headless", "gratings", {"headless": True}),
+    (2, "{}_photos_e60", "photos", {"epochs": 60}),
+    (2, "{}_counting", "counting", {}),
+    (2, "{}_untrained", "symbols", {"epochs": 0, "headless": True}),
+    (3, "{}_textures", "textures", {}),
+    (3, "{}_symbols_e40", "symbols", {"epochs": 40}),
+    (3, "{}_printed_few", "printed", {"data_fraction": 0.05}),
+)
+
+
+def _varied(*archs: tuple[str, str]) -> list[Pretraining]:
+    """The 12 checkpoints of ``_VARIATIONS`` for four ``(name prefix, architecture)`` pairs."""
+    return [Pretraining(name.format(archs[slot][0]), archs[slot][1], source, **departures)
+            for slot, name, source, departures in _VARIATIONS]
+
 
 BANKS: dict[str, list[Pretraining]] = {
     "classic": demo_plan(),
@@ -73,32 +97,6 @@ BANKS: dict[str, list[Pretraining]] = {
         Pretraining("vitrel_photos_e40", "vit_relpos", "photos", epochs=40),
         Pretraining("vitrel_textures_few", "vit_relpos", "textures", data_fraction=0.1),
     ],
-    "blind": [
-        Pretraining("effln_photos", "effnet_ln", "photos"),
-        Pretraining("effln_counting_noisy", "effnet_ln", "counting", label_noise=0.5),
-        Pretraining("effln_symbols_e5", "effnet_ln", "symbols", epochs=5),
-        Pretraining("evos_printed", "effnet_evos", "printed"),
-        Pretraining("evos_textures_few", "effnet_evos", "textures", data_fraction=0.1),
-        Pretraining("evos_gratings_headless", "effnet_evos", "gratings", headless=True),
-        Pretraining("convnext2_photos_e60", "convnext2", "photos", epochs=60),
-        Pretraining("convnext2_counting", "convnext2", "counting"),
-        Pretraining("convnext2_untrained", "convnext2", "symbols", epochs=0, headless=True),
-        Pretraining("vit3_textures", "vit3", "textures"),
-        Pretraining("vit3_symbols_e40", "vit3", "symbols", epochs=40),
-        Pretraining("vit3_printed_few", "vit3", "printed", data_fraction=0.05),
-    ],
-    "mobile": [
-        Pretraining("lcnet_photos", "lcnet", "photos"),
-        Pretraining("lcnet_counting_noisy", "lcnet", "counting", label_noise=0.5),
-        Pretraining("lcnet_symbols_e5", "lcnet", "symbols", epochs=5),
-        Pretraining("mnv3_printed", "mobilenet", "printed"),
-        Pretraining("mnv3_textures_few", "mobilenet", "textures", data_fraction=0.1),
-        Pretraining("mnv3_gratings_headless", "mobilenet", "gratings", headless=True),
-        Pretraining("edgenext_photos_e60", "edgenext", "photos", epochs=60),
-        Pretraining("edgenext_counting", "edgenext", "counting"),
-        Pretraining("edgenext_untrained", "edgenext", "symbols", epochs=0, headless=True),
-        Pretraining("levit_textures", "levit", "textures"),
-        Pretraining("levit_symbols_e40", "levit", "symbols", epochs=40),
-        Pretraining("levit_printed_few", "levit", "printed", data_fraction=0.05),
-    ],
+    "blind": _varied(("effln", "effnet_ln"), ("evos", "effnet_evos"), ("convnext2", "convnext2"), ("vit3", "vit3")),
+    "mobile": _varied(("lcnet", "lcnet"), ("mnv3", "mobilenet"), ("edgenext", "edgenext"), ("levit", "levit")),
 }
