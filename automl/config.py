@@ -45,8 +45,10 @@ for _group, _node in (("probe", ProbeSettings(seed=RUN_SEED)), ("rank", RankSett
                       ("finetune", FinetuneSettings)):
     _store.store(group=_group, name="default", node=_node)
 
-def compose(overrides: Sequence[str] = (), config_name: str = "config") -> DictConfig:
-    """The config ``python -m automl <overrides>`` would run with (Hydra's compose API), for Python use."""
+def compose(overrides: Sequence[str] = (), config_name: str = "config", return_hydra_config: bool = False
+            ) -> DictConfig:
+    """The config ``python -m automl <overrides>`` would run with (Hydra's compose API), for Python use;
+    ``return_hydra_config``: with its ``hydra`` node (run folder, launcher) too."""
     from hydra import compose as hydra_compose
     from hydra import initialize_config_dir
     from hydra.core.global_hydra import GlobalHydra
@@ -56,7 +58,8 @@ def compose(overrides: Sequence[str] = (), config_name: str = "config") -> DictC
     GlobalHydra.instance().clear()
     try:
         with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
-            return hydra_compose(config_name=config_name, overrides=list(overrides))
+            return hydra_compose(config_name=config_name, overrides=list(overrides),
+                                 return_hydra_config=return_hydra_config)
     finally:
         if outer is not None:
             GlobalHydra.instance().initialize(outer)

@@ -18,7 +18,7 @@ import yaml
 from conftest import run_cli, write_image_folder, write_random_bank
 from PIL import Image
 
-from automl.config import CONF_DIR, compose, resolve
+from automl.config import compose, resolve
 from automl.pipeline import NothingExported
 from automl.pipeline import run as run_settings
 from automl.predict import main as predict_main
@@ -295,12 +295,5 @@ def test_onnx_export_matches_pytorch_and_runs_without_torch(small_demo_bank, tmp
 def test_runs_started_in_the_same_second_get_their_own_folders(config_name):
     # Hydra names run folders by start time; two runs launched together (two benchmark processes, a script
     # looping over tasks) shared, and overwrote, one folder when the name stopped at seconds.
-    from hydra import compose as hydra_compose
-    from hydra import initialize_config_dir
-
-    folders = []
-    for _ in range(2):
-        with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
-            hydra = hydra_compose(config_name=config_name, return_hydra_config=True).hydra
-            folders.append((hydra.run.dir, hydra.sweep.dir))
-    assert folders[0][0] != folders[1][0] and folders[0][1] != folders[1][1]
+    first, second = (compose(config_name=config_name, return_hydra_config=True).hydra for _ in range(2))
+    assert first.run.dir != second.run.dir and first.sweep.dir != second.sweep.dir
