@@ -5,15 +5,24 @@ on small files written here. Their heavy runs (minutes to hours) are not tests."
 
 from __future__ import annotations
 
+import dataclasses
 import importlib.util
 import sys
 from pathlib import Path
 
 import numpy as np
 import pytest
+import torch
+from conftest import write_random_bank
 from omegaconf.errors import ConfigKeyError
 
+from automl.bank import create_model, load_bank
 from automl.bench.tables import write_results_csv
+from automl.config import compose, resolve
+from automl.finetune.data import TaskDataModule
+from automl.finetune.fit import fit_once
+from automl.settings import BankSettings, FinetuneSettings, Hparams
+from automl.tasks import load_task
 
 BENCH = Path(__file__).resolve().parent.parent / "bench"
 SCRIPTS = sorted(path.stem for path in BENCH.glob("*.py") if not path.stem.startswith("_"))
@@ -74,3 +83,29 @@ def test_brute_force_rerun_reads_every_end_to_end_csv_under_a_run_folder(tmp_pat
     assert rerun.pipeline_accuracies([str(run), str(other)]) == {
         str(run): {("classic", "fonts"): 81.5, ("rough", "fonts"): 64.0, ("rough", "scenes"): 70.25},
         str(other): {("classic", "fonts"): 79.0}}
+
+
+def test_weight_averages_follow_the_fit_at_their_half_life_and_validate_as_the_module_does(tmp_path, monkeypatch):
+    averaging = load("weight_averaging", monkeypatch)
+    bank = list(load_bank(BankSettings(dir=str(write_random_bank(tmp_path / "bank", {"resnet": ("test_resnet", {})},
+                                                                     num_classes=10)), build=None), tmp_path))
+    task = load_task(resolve(compose([f"cache_dir={tmp_path / 'cache'}"])).task, tmp_path / "cache")
+    short, long = 0.01, 100.0  # shares of the run's 6 steps: a half-life of 1 step (the floor), and of 600
+    averages = averaging.Averages([short, long])
+    hparams = dataclasses.replace(Hparams(), lr=3e-3, strategy="full", batch_size=32, epochs=2, warmup_epochs=0,
+                                  mixup=0.0, cutmix=0.0)
+    settings = FinetuneSettings(limit_train_batches=3, progress_bar=False, num_workers=0, channels_last=False)
+    result = fit_once(bank[0], task, hparams, settings, callbacks=[averages])
+
+    distance = {h: sum(float((averages.last[h][key].float() - value.float()).norm())
+                       for key, value in averages.raw_last.items()) for h in (short, long)}
+    assert distance[short] < distance[long] / 3  # the short average follows the raw weights, the long lags
+    assert all(0 <= averages.last_val[h] <= averages.best_val[h] <= 100 for h in (short, long))
+
+    # The benchmark's own validation of a state agrees with the module's (uint8 batches normalised the same way).
+    model = create_model(bank[0], num_classes=task.num_classes)
+    model.load_state_dict(averages.raw_last)
+    datamodule = TaskDataModule(task, result.data_config, 32, num_workers=0)
+    loader = datamodule.val_dataloader()
+    assert averaging._accuracy(model, loader, datamodule.data_config, torch.contiguous_format) == pytest.approx(
+        result.val_curve[-1])

@@ -55,6 +55,14 @@ def bank_folder(settings: BenchRunSettings, name: str) -> Path:
     return own_folder_of(name, meta_root(settings))
 
 
+def built_bank_folder(settings: BenchRunSettings, name: str) -> Path:
+    """:func:`bank_folder` with bank ``name`` built there first (only the checkpoints missing or made by another
+    recipe are pretrained; a finished one is only read and checked)."""
+    folder = bank_folder(settings, name)
+    build_bank(folder, name, BANKS[name], seed=0, command="python -m automl.bench bench.mode=build")
+    return folder
+
+
 def build_meta(settings: BenchRunSettings) -> Path:
     """Measure every bank of ``bench.banks`` (null: all) on ``bench.targets`` and write the data files. A subset
     of the banks replaces only those banks' rows of the data already in ``bench.meta_dir`` (:func:`merge_banks`);
@@ -65,8 +73,7 @@ def build_meta(settings: BenchRunSettings) -> Path:
     rows: dict[str, list[dict[str, Any]]] = {name: [] for name in CSV_FILES}
     start = time.perf_counter()
     for name in names:
-        folder = bank_folder(settings, name)
-        build_bank(folder, name, BANKS[name], seed=0, command="python -m automl.bench bench.mode=build")
+        folder = built_bank_folder(settings, name)
         bank_settings = dataclasses.replace(settings, bank=BankSettings(name=name, dir=str(folder)), storage=storage)
         data, stats = bank_data(bank_settings)
         if stats.failed:

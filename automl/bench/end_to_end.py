@@ -29,10 +29,9 @@ from rich.console import Console
 
 from automl.bank import read_bank
 from automl.bank.meta import training_gflop
-from automl.bank.pretrain import build_bank
 from automl.bank.weights import file_sha256
 from automl.bench.banks import BANKS
-from automl.bench.build import bank_folder
+from automl.bench.build import built_bank_folder
 from automl.bench.data import BenchError, checked_names
 from automl.bench.metrics import by_bank_and_target, cluster_bootstrap
 from automl.bench.tables import write_results_csv
@@ -83,8 +82,7 @@ def run_end_to_end(settings: BenchRunSettings, run_dir: Path, console: Console) 
         raise BenchError("bench.targets: the end-to-end mode takes the meta-benchmark's target names")
     rows = []
     for bank in banks:
-        folder = bank_folder(settings, bank)
-        build_bank(folder, bank, BANKS[bank], seed=0, command="python -m automl.bench bench.mode=build")
+        folder = built_bank_folder(settings, bank)
         changed = changed_checkpoints(folder, meta_dir, bank)
         if changed:  # pretraining is bit-exact only on the same torch build and thread count
             log.warning("bank %s: %d checkpoint(s) differ from those the oracle measured (sha256 of %s): "
