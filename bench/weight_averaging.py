@@ -45,8 +45,8 @@ from automl.bench.tables import wide, write_results_csv
 from automl.config import compose, resolve
 from automl.fileio import read_csv_rows
 from automl.finetune.data import TaskDataModule
-from automl.finetune.fit import fit_once, quiet_libraries, torch_threads
-from automl.finetune.model_dir import EVAL_BATCH_SIZE, predict_proba
+from automl.finetune.fit import fit_once, predict_test, quiet_libraries, torch_threads
+from automl.finetune.model_dir import EVAL_BATCH_SIZE
 from automl.finetune.module import cpu_state
 from automl.pixels import normalize
 from automl.progress import progress_bar
@@ -120,9 +120,7 @@ def _accuracy(model: torch.nn.Module, loader, data_config, memory_format) -> flo
 
 def _test_accuracy(model: torch.nn.Module, state: dict, task, data_config) -> float:
     model.load_state_dict(state)
-    pixels = TaskDataModule(task, data_config, EVAL_BATCH_SIZE).pixels("test")
-    batches = (torch.from_numpy(np.array(pixels[i : i + EVAL_BATCH_SIZE])) for i in range(0, len(pixels), EVAL_BATCH_SIZE))
-    predicted = predict_proba(model, batches, data_config).argmax(axis=1)
+    predicted = predict_test(model, TaskDataModule(task, data_config, EVAL_BATCH_SIZE))
     return 100.0 * float(np.mean(predicted == task.splits["test"].labels))
 
 

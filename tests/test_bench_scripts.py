@@ -109,3 +109,5 @@ def test_weight_averages_follow_the_fit_at_their_half_life_and_validate_as_the_m
     loader = datamodule.val_dataloader()
     assert averaging._accuracy(model, loader, datamodule.data_config, torch.contiguous_format) == pytest.approx(
         result.val_curve[-1])
+    assert averaging._test_accuracy(model, result.best_state, task, result.data_config) == pytest.approx(
+        result.test_accuracy)
