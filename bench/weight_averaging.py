@@ -45,10 +45,9 @@ from automl.bench.tables import wide, write_results_csv
 from automl.config import compose, resolve
 from automl.fileio import read_csv_rows
 from automl.finetune.data import TaskDataModule
-from automl.finetune.fit import fit_once, predict_test, quiet_libraries, torch_threads
+from automl.finetune.fit import fit_once, predict_split, quiet_libraries, torch_threads
 from automl.finetune.model_dir import EVAL_BATCH_SIZE
 from automl.finetune.module import cpu_state
-from automl.pixels import normalize
 from automl.progress import progress_bar
 from automl.settings import BankSettings
 from automl.tasks import load_task
@@ -90,10 +89,8 @@ class Averages(pl.Callback):
     def on_validation_epoch_end(self, trainer: pl.Trainer, module: pl.LightningModule) -> None:
         if trainer.sanity_checking:
             return
-        datamodule = trainer.datamodule
-        loader = datamodule.val_dataloader()
         for h, average in self.averages.items():
-            accuracy = _accuracy(average.module, loader, datamodule.data_config, module.memory_format)
+            accuracy = split_accuracy(average.module, trainer.datamodule, "val", str(module.device))
             self.last_val[h] = accuracy
             if accuracy > self.best_val[h]:
                 self.best_val[h], self.best[h] = accuracy, cpu_state(average.module)
@@ -103,25 +100,15 @@ class Averages(pl.Callback):
         self.raw_last = cpu_state(module.model)
 
 
-@torch.no_grad()
-def _accuracy(model: torch.nn.Module, loader, data_config, memory_format) -> float:
-    """Percent of ``loader``'s uint8 batches ``model`` classifies right (normalised as the module's are)."""
-    was_training = model.training
-    model.eval()
-    correct = seen = 0
-    device = next(model.parameters()).device
-    for images, labels in loader:
-        images = normalize(images.to(device), data_config).contiguous(memory_format=memory_format)
-        correct += int((model(images).argmax(1) == labels.to(device)).sum())
-        seen += len(labels)
-    model.train(was_training)
-    return 100.0 * correct / max(1, seen)
+def split_accuracy(model: torch.nn.Module, datamodule: TaskDataModule, split: str, device: str = "cpu") -> float:
+    """Percent of ``split``'s images ``model`` classifies right, evaluated as a trial's test split is."""
+    predicted = predict_split(model, datamodule, split, device)
+    return 100.0 * float(np.mean(predicted == datamodule.task.splits[split].labels))
 
 
-def _test_accuracy(model: torch.nn.Module, state: dict, task, data_config) -> float:
+def _test_accuracy(model: torch.nn.Module, state: dict, datamodule: TaskDataModule) -> float:
     model.load_state_dict(state)
-    predicted = predict_test(model, TaskDataModule(task, data_config, EVAL_BATCH_SIZE))
-    return 100.0 * float(np.mean(predicted == task.splits["test"].labels))
+    return split_accuracy(model, datamodule, "test")
 
 
 def measure(settings: Settings, bank_name: str, console: Console) -> None:
@@ -140,14 +127,15 @@ def measure(settings: Settings, bank_name: str, console: Console) -> None:
             averages = Averages(settings.half_lives)
             result = fit_once(entry, task, hparams, finetune, seed=bench.seed, progress_bar=False, callbacks=[averages])
             model = create_model(entry, num_classes=task.num_classes)
+            data = TaskDataModule(task, result.data_config, EVAL_BATCH_SIZE)
             row = {"bank": bank_name, "model": entry.name, "target": task.name, "raw_best_val": result.val_accuracy,
                    "raw_best_test": result.test_accuracy, "raw_last_val": result.val_curve[-1],
-                   "raw_last_test": _test_accuracy(model, averages.raw_last, task, result.data_config)}
+                   "raw_last_test": _test_accuracy(model, averages.raw_last, data)}
             for h in settings.half_lives:
                 row |= {f"ema{h:g}_best_val": averages.best_val[h],
-                        f"ema{h:g}_best_test": _test_accuracy(model, averages.best[h], task, result.data_config),
+                        f"ema{h:g}_best_test": _test_accuracy(model, averages.best[h], data),
                         f"ema{h:g}_last_val": averages.last_val[h],
-                        f"ema{h:g}_last_test": _test_accuracy(model, averages.last[h], task, result.data_config)}
+                        f"ema{h:g}_last_test": _test_accuracy(model, averages.last[h], data)}
             rows.append(row | {"seconds": round(result.seconds, 2)})
             write_results_csv(out, rows)
             progress.advance(bar)

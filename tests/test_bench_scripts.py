@@ -12,7 +12,6 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-import torch
 from conftest import write_random_bank
 from omegaconf.errors import ConfigKeyError
 
@@ -96,18 +95,18 @@ def test_weight_averages_follow_the_fit_at_their_half_life_and_validate_as_the_m
                                   mixup=0.0, cutmix=0.0)
     settings = FinetuneSettings(limit_train_batches=3, progress_bar=False, num_workers=0, channels_last=False)
     result = fit_once(bank[0], task, hparams, settings, callbacks=[averages])
+    plain = fit_once(bank[0], task, hparams, settings)  # watching must not change the fit (no random draws)
+    assert plain.val_curve == result.val_curve and plain.test_accuracy == result.test_accuracy
 
     distance = {h: sum(float((averages.last[h][key].float() - value.float()).norm())
                        for key, value in averages.raw_last.items()) for h in (short, long)}
     assert distance[short] < distance[long] / 3  # the short average follows the raw weights, the long lags
     assert all(0 <= averages.last_val[h] <= averages.best_val[h] <= 100 for h in (short, long))
 
-    # The benchmark's own validation of a state agrees with the module's (uint8 batches normalised the same way).
+    # The benchmark's own scoring of a state agrees with the module's validation and with the fit's test accuracy.
     model = create_model(bank[0], num_classes=task.num_classes)
-    model.load_state_dict(averages.raw_last)
     datamodule = TaskDataModule(task, result.data_config, 32, num_workers=0)
-    loader = datamodule.val_dataloader()
-    assert averaging._accuracy(model, loader, datamodule.data_config, torch.contiguous_format) == pytest.approx(
-        result.val_curve[-1])
-    assert averaging._test_accuracy(model, result.best_state, task, result.data_config) == pytest.approx(
-        result.test_accuracy)
+    model.load_state_dict(averages.raw_last)
+    assert averaging.split_accuracy(model, datamodule, "val") == pytest.approx(result.val_curve[-1])
+    model.load_state_dict(result.best_state)
+    assert averaging.split_accuracy(model, datamodule, "test") == pytest.approx(result.test_accuracy)

@@ -97,7 +97,7 @@ def fit_once(entry: BankEntry, task: Task, hparams: Hparams, settings: FinetuneS
     if module.best_state is None:
         raise RuntimeError(f"{entry.name} on {task.name}: no validation epoch finished")
     model.load_state_dict(module.best_state)
-    predicted = predict_test(model, datamodule, device)
+    predicted = predict_split(model, datamodule, "test", device)
     return FitResult(
         val_accuracy=math.nan if refit else float(module.best_val_acc),
         test_accuracy=100.0 * float(np.mean(predicted == task.splits["test"].labels)),
@@ -113,12 +113,14 @@ def fit_once(entry: BankEntry, task: Task, hparams: Hparams, settings: FinetuneS
     )
 
 
-def predict_test(model: torch.nn.Module, datamodule: TaskDataModule, device: str = "cpu") -> np.ndarray:
-    """The class ``model`` gives each test image of ``datamodule``'s task ([N] int, ``splits["test"]`` order),
-    through :func:`~automl.finetune.model_dir.predict_proba` in ``EVAL_BATCH_SIZE`` batches."""
-    test_pixels = datamodule.pixels("test")
-    batches = (torch.from_numpy(np.array(test_pixels[i : i + EVAL_BATCH_SIZE]))  # a copy: the cache is read-only
-               for i in range(0, len(test_pixels), EVAL_BATCH_SIZE))
+def predict_split(model: torch.nn.Module, datamodule: TaskDataModule, split: str = "test", device: str = "cpu"
+                  ) -> np.ndarray:
+    """The class ``model`` gives each image of ``split`` (``val`` or ``test``) of ``datamodule``'s task ([N] int,
+    ``splits[split]`` order), through :func:`~automl.finetune.model_dir.predict_proba` in ``EVAL_BATCH_SIZE``
+    batches of the eval crop."""
+    pixels = datamodule.pixels(split)
+    batches = (torch.from_numpy(np.array(pixels[i : i + EVAL_BATCH_SIZE]))  # a copy: the cache is read-only
+               for i in range(0, len(pixels), EVAL_BATCH_SIZE))
     return predict_proba(model, batches, datamodule.data_config, device=device).argmax(axis=1)
 
 
