@@ -370,7 +370,10 @@ def wait_for_trials(worker: subprocess.Popen, cfg, log: Path, ready: Callable[[l
 
 
 def test_resume_after_sigkill_keeps_finished_trials_and_counts_exactly(env, tmp_path):
+    # 10 epochs a trial: trial 1 runs for seconds, so the poll below sees it running (at 2 epochs the
+    # window was under a second, and a slow poll on a loaded CI machine once missed it)
     args = overrides(env, tmp_path, 3, "finetune.heartbeat_interval=1", "finetune.grace_period=3",
+                     "finetune.max_epochs=10", "finetune.default_hparams.epochs=10",
                      "finetune.warm_start=false", "finetune.pruner=none")
     cfg = resolve(compose(args))
     worker = start_worker(args, tmp_path / "run", tmp_path / "first.log")
@@ -391,7 +394,7 @@ def test_resume_after_sigkill_keeps_finished_trials_and_counts_exactly(env, tmp_
 
 
 def test_ctrl_c_mid_fit_exits_130_and_the_rerun_trains_that_trial_again(env, tmp_path):
-    args = overrides(env, tmp_path, 2, "finetune.max_epochs=8", "finetune.default_hparams.epochs=8",
+    args = overrides(env, tmp_path, 2, "finetune.max_epochs=16", "finetune.default_hparams.epochs=16",
                      "finetune.warm_start=false", "finetune.pruner=none")
     cfg = resolve(compose(args))
     worker = start_worker(args, tmp_path / "run", tmp_path / "first.log")
