@@ -19,15 +19,15 @@ run: install
 	$(PY) -m automl $(ARGS)
 
 test: install
-	$(PY) -m ruff check automl tests bench
+	$(PY) -m ruff check automl tests benchmarks
 	$(PY) -m pytest $(PYTEST_ARGS)
 
 lint: install
-	$(PY) -m ruff check automl tests bench
-	$(PY) -m ruff format --check automl tests bench
+	$(PY) -m ruff check automl tests benchmarks
+	$(PY) -m ruff format --check automl tests benchmarks
 
 bench: install
-	for script in bench/[!_]*.py; do $(PY) $$script || exit 1; done
+	for script in benchmarks/speed/[!_]*.py; do $(PY) -m benchmarks.speed.$$(basename $$script .py) || exit 1; done
 
 clean:
 	rm -rf outputs multirun .pytest_cache .ruff_cache

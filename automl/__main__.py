@@ -8,17 +8,17 @@ import hydra
 from hydra.core.hydra_config import HydraConfig
 from omegaconf import DictConfig
 
-from automl.cli import run_command
-from automl.config import CONF_DIR, resolve  # importing it registers the schemas and resolvers
+from automl._cli import run_command
+from automl.settings import CONF_DIR, resolve  # importing it registers the schemas and resolvers
 
 
 @hydra.main(version_base="1.3", config_path=str(CONF_DIR), config_name="config")
 def main(cfg: DictConfig) -> float | None:
     def run_stages() -> float | None:
         # imported here: torch, timm and Lightning take seconds that --help and config errors do not need
-        from automl.pipeline import run
+        from automl.run.stages import run
 
-        return run(resolve(cfg), Path(HydraConfig.get().runtime.output_dir))
+        return run(resolve(cfg), Path(HydraConfig.get().runtime.output_dir)).best_val_accuracy
 
     return run_command(run_stages,
                        hint="python -m automl --help lists the settings",

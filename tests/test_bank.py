@@ -13,6 +13,7 @@ import timm
 import torch
 import yaml
 
+import automl.bank
 from automl.bank import (
     BankError,
     create_model,
@@ -24,8 +25,7 @@ from automl.bank import (
 )
 from automl.bank import demo as demo_bank
 from automl.bank.meta import forward_mflops
-from automl.config import compose, resolve
-from automl.settings import BankSettings
+from automl.settings import BankSettings, compose, resolve
 
 ARCH = "test_resnet"
 
@@ -93,7 +93,7 @@ def test_missing_manifest_is_built_when_asked(tmp_path, monkeypatch):
         save_weights(out_dir / "a.safetensors")
         write_manifest(out_dir, [entry_cfg("a.safetensors")])
 
-    monkeypatch.setattr(demo_bank, "build_demo_bank", fake_build)
+    monkeypatch.setattr(automl.bank, "build_demo_bank", fake_build)  # where load_bank looks it up
     bank = load_bank(BankSettings(name="demo", build="demo"), tmp_path / "cache")
     assert built == [(tmp_path / "cache" / "banks" / "demo").resolve()]
     assert bank.name == "mine" and bank.entries[0].name == "m"  # the manifest's own name

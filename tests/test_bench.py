@@ -1,4 +1,4 @@
-"""The benchmark (automl.bench): metrics against hand-computed values, the oracle's cache and resume on a
+"""The benchmark (benchmarks.metabench): metrics against hand-computed values, the oracle's cache and resume on a
 tiny bank x 2 tiny targets (real fits, nothing mocked), and the paper's file formats incl. the pickle refusal."""
 
 from __future__ import annotations
@@ -16,13 +16,13 @@ import numpy as np
 import pytest
 from conftest import write_image_folder, write_random_bank
 
-from automl import bench
-from automl.bench.run import _own_data
-from automl.config import compose, resolve
-from automl.fileio import read_csv_rows
+from automl._fileio import read_csv_rows
 from automl.history import History
-from automl.settings import FinetuneSettings, Hparams, OracleSettings, SettingsError
+from automl.settings import FinetuneSettings, Hparams, SettingsError, compose, resolve
 from automl.transferability import score
+from benchmarks import metabench as bench
+from benchmarks.metabench.run import _own_data
+from benchmarks.settings import OracleSettings, compose_bench
 
 pytestmark = [pytest.mark.filterwarnings("ignore:.*isinstance.treespec, LeafSpec:FutureWarning"),  # Lightning's
               pytest.mark.filterwarnings("ignore::scipy.stats.NearConstantInputWarning")]  # tiny oracles tie
@@ -95,7 +95,7 @@ def test_recipe_id_changes_with_the_recipe_only():
     assert base != bench.recipe_id(bench.oracle_recipe(oracle, FinetuneSettings(limit_train_batches=2), 0))
     assert base != bench.recipe_id(bench.oracle_recipe(oracle, FinetuneSettings(), 1))
     with pytest.raises(SettingsError, match=r"bench\.oracle\.hparams\.lr=-1"):
-        resolve(compose(["bench.oracle.hparams.lr=-1"], config_name="bench"))
+        resolve(compose_bench(["bench.oracle.hparams.lr=-1"]))
 
 
 # ------------------------------------------------------------------------------------- bank x targets
@@ -109,13 +109,13 @@ def tiny(tmp_path_factory) -> dict[str, Path]:
 
 
 def tiny_cfg(tiny: dict[str, Path], work: Path, targets: list[str]):
-    cfg = compose([
+    cfg = compose_bench([
         f"cache_dir={work}/cache", f"storage=sqlite:///{work}/history.db", f"bank.dir={tiny['root']}",
         "bank.name=tiny", "bank.build=null", "device=cpu", "probe.budget=12", "bench.probe_seeds=[0,1]",
         "bench.data=bank", "bench.oracle.hparams.epochs=1", "bench.oracle.hparams.batch_size=16",
         "bench.oracle.hparams.warmup_epochs=0", "finetune.limit_train_batches=1", "finetune.num_workers=0",
         "finetune.torch_threads=1",
-    ], config_name="bench")
+    ])
     cfg.bench.targets = [{"root": str(tiny["root"] / t)} for t in targets]
     return resolve(cfg)
 
@@ -194,8 +194,8 @@ def write_paper_files(root: Path, payload: object = None) -> tuple[Path, Path]:
 
 
 def paper_cfg(oracle_csv: Path, probes: Path, *extra: str):
-    return resolve(compose(["bench.data=paper", f"bench.paper.oracle_csv={oracle_csv}", f"bench.paper.probes_dir={probes}",
-                            "bench.probe_seeds=[0,1]", *extra], config_name="bench"))
+    return resolve(compose_bench(["bench.data=paper", f"bench.paper.oracle_csv={oracle_csv}", f"bench.paper.probes_dir={probes}",
+                            "bench.probe_seeds=[0,1]", *extra]))
 
 
 def test_paper_oracle_csv_and_probe_pickles(tmp_path):
@@ -256,21 +256,21 @@ def test_bad_oracle_csv_is_named(tmp_path):
 def test_the_meta_benchmark_refuses_a_bank_or_targets_it_would_ignore(tmp_path):
     for override, named in ((f"bank.dir={tmp_path}/mine", "bank.dir="),
                             (f"bench.targets=[digits,{{root: {tmp_path}}}]", r"bench.targets\[1\]")):
-        settings = resolve(compose([override], config_name="bench"))
+        settings = resolve(compose_bench([override]))
         with pytest.raises(bench.BenchError, match=rf"{named}.*not read by bench.data=meta.*bench.data=bank"):
             bench.run_bench(settings, tmp_path / "run")
     for overrides in ([], [f"cache_dir={tmp_path}/cache"], ["bench.targets=[fonts]"]):  # the benchmark's own data
-        assert _own_data(resolve(compose(overrides, config_name="bench"))) == ""
+        assert _own_data(resolve(compose_bench(overrides))) == ""
 
 
 def test_the_meta_benchmark_judges_methods_held_out_and_says_how_sure_it_is(tmp_path):
     """``python -m automl.bench`` on a slice of the shipped data (3 banks x 4 targets, one probe seed): the
     table of every method, then the default predictor's means with bootstrap intervals against the
     strongest single score."""
-    from automl.bench.meta import folds
-    from automl.bench.tables import write_results_csv
-    from automl.fileio import atomic_copy
+    from automl._fileio import atomic_copy
     from automl.predictor.shipped import DATA_DIR, load_meta
+    from benchmarks.metabench.meta import folds
+    from benchmarks.metabench.tables import write_results_csv
 
     banks, targets = {"budget", "classic", "rough"}, {"digits", "glyphs", "scenes", "fonts"}
     for name in ("models.csv", "targets.csv", "recipe.json"):
@@ -278,7 +278,7 @@ def test_the_meta_benchmark_judges_methods_held_out_and_says_how_sure_it_is(tmp_
     for name in ("oracle.csv", "scores.csv"):  # oracle.csv has no probe seed
         write_results_csv(tmp_path / name, [r for r in read_csv_rows(DATA_DIR / name) if r["bank"] in banks
                                              and r["target"] in targets and r.get("seed", "0") == "0"])
-    settings = resolve(compose([f"bench.meta_dir={tmp_path}", f"cache_dir={tmp_path}/cache"], config_name="bench"))
+    settings = resolve(compose_bench([f"bench.meta_dir={tmp_path}", f"cache_dir={tmp_path}/cache"]))
     result = bench.run_bench(settings, tmp_path / "run")
     text = result.files["table"].read_text()
     predictor = f"model:{settings.rank.predictor.kind}"
@@ -306,10 +306,10 @@ def test_the_meta_benchmark_judges_methods_held_out_and_says_how_sure_it_is(tmp_
 def test_a_bank_built_alone_replaces_only_its_own_rows(tmp_path):
     """``bench.mode=build 'bench.banks=[...]'`` merges the banks it measured into the data already there; the
     data's targets and recipe must be the ones it measured with."""
-    from automl.bench.banks import BANKS
-    from automl.bench.build import CSV_FILES, merge_banks
-    from automl.fileio import atomic_copy
+    from automl._fileio import atomic_copy
     from automl.predictor.shipped import DATA_DIR
+    from benchmarks.metabench.banks import BANKS
+    from benchmarks.metabench.build import CSV_FILES, merge_banks
 
     for name in (*CSV_FILES, "recipe.json"):
         atomic_copy(DATA_DIR / name, tmp_path / name)
@@ -332,7 +332,7 @@ def test_a_bank_built_alone_replaces_only_its_own_rows(tmp_path):
 
 
 def test_unknown_target_config_is_named():
-    settings = resolve(compose(["bench.targets=[digits,nope]"], config_name="bench"))
+    settings = resolve(compose_bench(["bench.targets=[digits,nope]"]))
     with pytest.raises(bench.BenchError, match=r"bench\.targets\[1\]: no task config .*nope\.yaml"):
         bench.target_settings(settings.task, settings.bench.targets)
 
@@ -343,13 +343,13 @@ def test_end_to_end_sets_the_pipelines_model_against_brute_force(tiny, tmp_path)
     exported model is compared with the best of every model fine-tuned with the fixed recipe."""
     from automl.bank import read_bank
     from automl.bank.weights import file_sha256
-    from automl.bench.end_to_end import (
+    from automl.predictor.shipped import DATA_DIR
+    from benchmarks.metabench.end_to_end import (
         brute_force,
         changed_checkpoints,
         end_to_end_table,
         pipeline_vs_brute_force,
     )
-    from automl.predictor.shipped import DATA_DIR
 
     meta = tmp_path / "meta"
     meta.mkdir()
@@ -367,11 +367,11 @@ def test_end_to_end_sets_the_pipelines_model_against_brute_force(tiny, tmp_path)
     assert baseline["picked_on_val"] == 50.0 and baseline["models"] == 3
     assert baseline["gflop"] == pytest.approx(3 * 3 * 2 * 29 * 2.0 / 1e3)
 
-    settings = resolve(compose([f"cache_dir={tmp_path}/cache", "device=cpu",
+    settings = resolve(compose_bench([f"cache_dir={tmp_path}/cache", "device=cpu",
                                 "bench.pipeline=['finetune.top_k=2','finetune.n_trials=2','finetune.max_epochs=2',"
                                 "'finetune.default_hparams.epochs=2','finetune.first_rung=2',"
                                 "'finetune.limit_train_batches=1','finetune.default_hparams.batch_size=16',"
-                                "'probe.budget=12']"], config_name="bench"))
+                                "'probe.budget=12']"]))
     settings = dataclasses.replace(settings, bench=dataclasses.replace(settings.bench, pipeline=[
         *settings.bench.pipeline, f"task.root={tiny['root'] / 't1'}"]))
     row = pipeline_vs_brute_force(settings, "tiny", tiny["root"], "digits", tmp_path / "run", baseline)
@@ -397,9 +397,9 @@ def test_compose_inside_a_running_hydra_app_leaves_it_intact():
     from hydra import initialize_config_dir
     from hydra.core.global_hydra import GlobalHydra
 
-    from automl.config import CONF_DIR
+    from benchmarks.settings import BENCH_CONF_DIR
 
-    with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
+    with initialize_config_dir(config_dir=str(BENCH_CONF_DIR), version_base="1.3"):
         outer = GlobalHydra.instance().hydra
         assert compose(["task=glyphs"]).task.builtin == "glyphs"
         assert GlobalHydra.instance().hydra is outer and hydra_compose(config_name="bench").bench.mode == "ranking"

@@ -16,50 +16,46 @@ from conftest import write_random_bank
 from omegaconf.errors import ConfigKeyError
 
 from automl.bank import create_model, load_bank
-from automl.bench.tables import write_results_csv
-from automl.config import compose, resolve
 from automl.finetune.data import TaskDataModule
 from automl.finetune.fit import fit_once
-from automl.settings import BankSettings, FinetuneSettings, Hparams
-from automl.tasks import load_task
+from automl.images.tasks import load_task
+from automl.settings import BankSettings, FinetuneSettings, Hparams, compose, resolve
+from benchmarks.metabench.tables import write_results_csv
 
-BENCH = Path(__file__).resolve().parent.parent / "bench"
-SCRIPTS = sorted(path.stem for path in BENCH.glob("*.py") if not path.stem.startswith("_"))
+BENCHMARKS = Path(__file__).resolve().parent.parent / "benchmarks"
+SCRIPTS = sorted(f"{path.parent.name}.{path.stem}" for folder in ("speed", "studies")
+                 for path in (BENCHMARKS / folder).glob("*.py") if not path.stem.startswith("_"))
 
 
-def load(name: str, monkeypatch):
-    """The script's module, imported as ``python bench/<name>.py`` sees its siblings (bench/ on the path)."""
-    monkeypatch.syspath_prepend(str(BENCH))
-    spec = importlib.util.spec_from_file_location(f"bench_{name}", BENCH / f"{name}.py")
-    module = importlib.util.module_from_spec(spec)
-    monkeypatch.setitem(sys.modules, spec.name, module)  # for its dataclasses; gone after the test
-    spec.loader.exec_module(module)
-    return module
+def load(name: str):
+    """The script's module (``name``: ``speed.<script>`` or ``studies.<script>``), as ``python -m
+    benchmarks.<name>`` runs it."""
+    return importlib.import_module(f"benchmarks.{name}")
 
 
 def test_every_script_is_found():
-    assert {"feedback", "brute_force_rerun", "finetune", "scores"} <= set(SCRIPTS)
+    assert {"studies.feedback", "studies.brute_force_rerun", "speed.finetune", "speed.scores"} <= set(SCRIPTS)
 
 
 @pytest.mark.parametrize("name", SCRIPTS)
 def test_script_help_lists_its_settings_and_bad_arguments_are_named(name, monkeypatch, capsys):
-    script = load(name, monkeypatch)
-    monkeypatch.setattr(sys, "argv", [f"bench/{name}.py", "--help"])
+    script = load(name)
+    monkeypatch.setattr(sys, "argv", [f"benchmarks/{name}.py", "--help"])
     with pytest.raises(SystemExit) as exited:
         script.main()
     assert exited.value.code == 0
     text = capsys.readouterr().out
     assert text.startswith(script.__doc__.strip().splitlines()[0]) and "Settings (key=value) and their defaults:" in text
-    monkeypatch.setattr(sys, "argv", [f"bench/{name}.py", "no_equals_sign"])
+    monkeypatch.setattr(sys, "argv", [f"benchmarks/{name}.py", "no_equals_sign"])
     with pytest.raises(SystemExit, match=r"key=value.*no_equals_sign"):
         script.main()
-    monkeypatch.setattr(sys, "argv", [f"bench/{name}.py", "not_a_setting=1"])
+    monkeypatch.setattr(sys, "argv", [f"benchmarks/{name}.py", "not_a_setting=1"])
     with pytest.raises(ConfigKeyError, match="not_a_setting"):
         script.main()
 
 
 def test_feedback_metrics_of_a_ranking_against_the_oracle(tmp_path, monkeypatch):
-    feedback = load("feedback", monkeypatch)
+    feedback = load("studies.feedback")
     write_results_csv(tmp_path / "ranking.csv", [
         {"model": "a", "predicted_accuracy": 80.0, "predicted_low": 70.0, "predicted_high": 90.0},
         {"model": "b", "predicted_accuracy": 60.0, "predicted_low": 55.0, "predicted_high": 65.0},
@@ -72,7 +68,7 @@ def test_feedback_metrics_of_a_ranking_against_the_oracle(tmp_path, monkeypatch)
 
 
 def test_brute_force_rerun_reads_every_end_to_end_csv_under_a_run_folder(tmp_path, monkeypatch):
-    rerun = load("brute_force_rerun", monkeypatch)
+    rerun = load("studies.brute_force_rerun")
     run = tmp_path / "e2e"  # one benchmark run as two processes, one subfolder each
     write_results_csv(run / "part1" / "end_to_end.csv", [{"bank": "classic", "target": "fonts", "pipeline_test": 81.5}])
     write_results_csv(run / "part2" / "end_to_end.csv", [{"bank": "rough", "target": "fonts", "pipeline_test": 64.0},
@@ -85,7 +81,7 @@ def test_brute_force_rerun_reads_every_end_to_end_csv_under_a_run_folder(tmp_pat
 
 
 def test_weight_averages_follow_the_fit_at_their_half_life_and_validate_as_the_module_does(tmp_path, monkeypatch):
-    averaging = load("weight_averaging", monkeypatch)
+    averaging = load("studies.weight_averaging")
     bank = list(load_bank(BankSettings(dir=str(write_random_bank(tmp_path / "bank", {"resnet": ("test_resnet", {})},
                                                                      num_classes=10)), build=None), tmp_path))
     task = load_task(resolve(compose([f"cache_dir={tmp_path / 'cache'}"])).task, tmp_path / "cache")

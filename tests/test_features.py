@@ -13,12 +13,12 @@ import torch
 import yaml
 from conftest import write_image_folder
 
-from automl import features as features_module
 from automl.bank import BankError, create_model, load_bank, resolve_data_config
-from automl.features import FeatureError, extract_bank, extract_features
-from automl.images import load_image
+from automl.images.decode import load_image
+from automl.images.tasks import load_task
+from automl.rank import embeddings as features_module
+from automl.rank.embeddings import FeatureError, extract_bank, extract_features
 from automl.settings import BankSettings, TaskSettings
-from automl.tasks import load_task
 
 RES = {"name": "res", "arch": "test_resnet", "weights": "res.safetensors", "num_classes": 5,
        "data_config": {"input_size": [3, 32, 32], "mean": [0.4, 0.5, 0.6], "std": [0.2, 0.25, 0.3],
@@ -162,7 +162,7 @@ def test_corrupt_cache_file_is_recomputed_with_a_warning(bank, task, cache_dir, 
         path.write_bytes(path.read_bytes()[:100])
     else:
         np.savez(path, features=first["res"].features, labels=first["res"].labels + 1, probs=first["res"].probs)
-    with caplog.at_level(logging.WARNING, logger="automl.features"):
+    with caplog.at_level(logging.WARNING, logger="automl.rank.embeddings"):
         again = extract_bank(bank, task, probe, cache_dir)
     assert f"cache file {path} is unreadable" in caplog.text
     assert model_builds == ["res", "eff", "res"]

@@ -24,18 +24,18 @@ import torch
 from conftest import run_cli, write_random_bank
 from optuna.trial import TrialState
 
+from automl._storage import storage_url
 from automl.bank import BankEntry, load_bank
-from automl.config import compose, resolve, storage_url
+from automl.deploy.exported import ExportError, load_exported, read_config
 from automl.finetune import load_outcome, run_finetune
 from automl.finetune.budget import Budget, OverBudget, counts
 from automl.finetune.fit import fit_once
-from automl.finetune.model_dir import ExportError, load_exported, read_config
 from automl.finetune.module import FinetuneModule, backbone_blocks, build_optimizer, cpu_state, freeze
 from automl.finetune.space import SearchSpace
 from automl.finetune.study import join_study, open_storage
+from automl.images.tasks import load_task
 from automl.predict import main as predict_main
-from automl.settings import FinetuneSettings, Hparams, SettingsError
-from automl.tasks import load_task
+from automl.settings import FinetuneSettings, Hparams, SettingsError, compose, resolve
 
 pytestmark = pytest.mark.filterwarnings("ignore:.*isinstance.treespec, LeafSpec:FutureWarning")  # Lightning's
 
@@ -309,7 +309,8 @@ def test_search_fails_a_nan_trial_exports_best_and_predict_reproduces_it(env, tm
     assert run_cli(predict_main, f"model={outcome.best_dir}", f"images={task.root / 'test'}", f"out={out}") == 0
     assert f"accuracy: {outcome.test_accuracy:.4f}" in capsys.readouterr().out
     lines = out.read_text().splitlines()
-    assert lines[0] == "path,label,probability" and len(lines) == 1 + len(task.splits["test"])
+    assert lines[0].startswith("path,label,probability,true_label,top2_label,top2_probability")
+    assert len(lines) == 1 + len(task.splits["test"])
 
     # Resume: the budget is spent, nothing is enqueued or run again.
     again = search(settings, task, bank, tmp_path / "run", warm=warm)

@@ -16,7 +16,7 @@ import sqlalchemy as sa
 from conftest import run_cli
 
 import automl
-from automl.config import storage_url
+from automl._storage import storage_url
 from automl.history import (
     FIELDS,
     SCHEMA_VERSION,

@@ -8,7 +8,9 @@ import dataclasses
 import numpy as np
 import pytest
 
-from automl.bench.meta import (
+from automl.predictor.inputs import Candidate
+from automl.predictor.shipped import Cell
+from benchmarks.metabench.meta import (
     CEILING,
     best_subset,
     bootstrap_interval,
@@ -22,9 +24,7 @@ from automl.bench.meta import (
     summarize,
     table_cells,
 )
-from automl.bench.metrics import cluster_bootstrap
-from automl.predictor.features import Candidate
-from automl.predictor.shipped import Cell
+from benchmarks.metabench.metrics import cluster_bootstrap
 
 
 @pytest.mark.parametrize("protocol", ["bank", "arch", "target", "both"])

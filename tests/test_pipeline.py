@@ -14,14 +14,13 @@ import pytest
 from conftest import write_random_bank
 from PIL import Image
 
+from automl._fileio import read_csv_rows
 from automl.bank import BankError
-from automl.config import compose, resolve
-from automl.fileio import read_csv_rows
 from automl.history import History
-from automl.pipeline import run as run_settings
 from automl.predictor import leave_one_task_out
 from automl.predictor.calibration import SPEARMAN_TOLERANCE
-from automl.settings import AutomlSettings, SettingsError
+from automl.run.stages import run as run_settings
+from automl.settings import AutomlSettings, SettingsError, compose, resolve
 from automl.transferability import available
 
 pytestmark = [pytest.mark.filterwarnings("ignore:.*isinstance.treespec, LeafSpec:FutureWarning"),  # Lightning's
@@ -97,8 +96,7 @@ def test_calibration_judges_real_fine_tuning_records_task_by_task(small_demo_ban
     base = [*base_overrides(small_demo_bank, tmp_path), *QUICK_FINETUNE, "finetune.top_k=4", "finetune.n_trials=4",
             "finetune.pruner=none", "stage=finetune"]
     for task in ("digits", "shapes", "glyphs"):
-        outcome_acc = run([*base, f"task={task}"], tmp_path / task)
-        assert outcome_acc is not None
+        assert run([*base, f"task={task}"], tmp_path / task).best_val_accuracy is not None
     records = History(f"sqlite:///{tmp_path}/automl.db").records(kind="finetune")
     assert len(records) == 12 and all(r.test_accuracy is not None and r.scores_z for r in records)
 

@@ -20,7 +20,7 @@ from automl.predictor import (
     leave_one_task_out,
     zscore_bank,
 )
-from automl.predictor.features import bank_features, feature_names, from_level, to_level
+from automl.predictor.inputs import bank_features, feature_names, from_level, to_level
 from automl.predictor.model import AccuracyModel, _fit, _predict, make_regressor
 from automl.predictor.shipped import DATA_DIR
 from automl.settings import PredictorSettings

@@ -3,7 +3,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from automl.probe import sample_probe
+from automl.rank.probe import sample_probe
 from automl.settings import ProbeSettings, SettingsError
 
 
@@ -55,7 +55,7 @@ def test_invalid_input():
 
 
 def test_a_run_draws_the_probe_with_its_own_seed_unless_the_probe_sets_one():
-    from automl.config import compose, resolve
+    from automl.settings import compose, resolve
 
     assert resolve(compose(["seed=7"])).probe == ProbeSettings(seed=7)
     assert resolve(compose(["seed=7", "probe.seed=2", "probe.budget=100"])).probe == ProbeSettings(budget=100, seed=2)

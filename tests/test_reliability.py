@@ -3,26 +3,28 @@ lied, or failed unreadably, through the commands a user runs."""
 
 from __future__ import annotations
 
+import csv
 import hashlib
 import json
 import os
+import shutil
 import struct
 import subprocess
 import sys
 import zlib
 from pathlib import Path
 
-import numpy as np
 import pytest
 import yaml
 from conftest import run_cli, write_image_folder, write_random_bank
 from PIL import Image
 
-from automl.config import compose, resolve
-from automl.pipeline import NothingExported
-from automl.pipeline import run as run_settings
 from automl.predict import main as predict_main
-from automl.report import history_axes, plot_history, predicted_vs_measured_axes
+from automl.run.report import history_axes, plot_history, predicted_vs_measured_axes
+from automl.run.stages import NothingExported
+from automl.run.stages import run as run_settings
+from automl.settings import compose, resolve
+from benchmarks.settings import compose_bench
 
 pytestmark = [pytest.mark.filterwarnings("ignore:.*isinstance.treespec, LeafSpec:FutureWarning"),
               pytest.mark.filterwarnings("ignore::UserWarning")]
@@ -130,8 +132,8 @@ def test_a_run_whose_every_trial_failed_exits_non_zero_and_says_why(tmp_path):
 def test_a_huge_image_is_a_bad_image_skipped_and_named(tmp_path, capsys):
     root = write_image_folder(tmp_path / "data", {"a": 12, "b": 12})
     bomb = huge_png(root / "a" / "bomb.png")
+    from automl.images.tasks import TaskError, load_task
     from automl.settings import TaskSettings
-    from automl.tasks import TaskError, load_task
 
     task = load_task(TaskSettings(root=str(root)), tmp_path / "cache")
     assert bomb not in {p for split in task.splits.values() for p in split.paths} and task.num_classes == 2
@@ -187,7 +189,7 @@ def test_a_user_error_is_one_line_and_a_hint_also_in_the_runs_log(tmp_path, args
     lines = result.stderr.strip().splitlines()
     assert len(lines) == 2 and lines[0].startswith("error: ") and message in lines[0], result.stderr
     assert "--help" in lines[1] and "Traceback" not in result.stderr
-    assert message in (run_dir / "__main__.log").read_text()  # the run's log keeps the fatal error
+    assert message in (run_dir / "automl.log").read_text()  # the run's log keeps the fatal error
     debug = subprocess.run([sys.executable, "-m", "automl", *args, f"cache_dir={tmp_path}/cache", "stage=rank",
                             f"hydra.run.dir={run_dir}"], cwd=tmp_path, capture_output=True, text=True, timeout=300,
                            env={**os.environ, "PYTHONPATH": str(REPO), "AUTOML_DEBUG": "1"})
@@ -260,40 +262,51 @@ def test_a_project_local_task_config(small_demo_bank, tmp_path):
 
 
 # ------------------------------------------------------------------------------------------- deployment
-def test_onnx_export_matches_pytorch_and_runs_without_torch(small_demo_bank, tmp_path, capsys):
+def test_onnx_export_matches_pytorch_and_a_copy_of_its_folder_runs_without_torch(small_demo_bank, tmp_path, capsys):
     from automl.export import main as export_main
 
     run(overrides(small_demo_bank, tmp_path, "task=shapes", "finetune.top_k=1", "finetune.n_trials=1"),
         tmp_path / "run")
     best = tmp_path / "run" / "best"
     assert run_cli(export_main, f"model={best}") == 0
+    assert run_cli(export_main, f"model={best}") == 0  # a re-export replaces, and orphans nothing
+    printed = capsys.readouterr().out
+    assert printed.count("checked on") == 2 and "torch.onnx" not in printed and "✅" not in printed
+    onnx_files = sorted(path.name for path in (best / "onnx").iterdir())
+    assert onnx_files == ["check.json", "model.onnx", "predict.py", "preprocess.json"]  # weights inside model.onnx
     check = json.loads((best / "onnx" / "check.json").read_text())
     assert check["opset"] == 18 and check["top1_identical"] and check["max_abs_probability_difference"] < 1e-4
-    test_paths = (best / "test_paths.txt").read_text().splitlines()
-    assert check["images"] == len(test_paths) > 0
-    # the deployable predictor, with torch, timm and automl made unimportable
+    test = list(csv.DictReader((best / "test.csv").open()))
+    assert check["images"] == len(test) > 0
+    # the deployable folder, copied elsewhere, with torch, timm and automl made unimportable
+    deployed = tmp_path / "elsewhere"
+    shutil.copytree(best / "onnx", deployed)
+    images = Path(test[0]["path"]).parent.parent  # the task's labelled test folder
     blocker = ("import sys, runpy\n"
                "class Block:\n"
                "    def find_spec(self, name, path=None, target=None):\n"
                "        if name.split('.')[0] in ('torch', 'timm', 'lightning', 'automl'):\n"
                "            raise ImportError(f'{name} is not available here')\n"
                "sys.meta_path.insert(0, Block())\n"
-               f"sys.argv = ['predict.py', 'images={Path(test_paths[0]).parent.parent}', 'out={tmp_path}/onnx.csv']\n"
-               f"runpy.run_path({str(best / 'onnx' / 'predict.py')!r}, run_name='__main__')\n")
+               f"sys.argv = ['predict.py', 'images={images}']\n"
+               f"runpy.run_path({str(deployed / 'predict.py')!r}, run_name='__main__')\n")
     done = subprocess.run([sys.executable, "-c", blocker], capture_output=True, text=True, timeout=300,
                           env={k: v for k, v in os.environ.items() if k != "PYTHONPATH"}, cwd=tmp_path)
     assert done.returncode == 0, done.stderr[-2000:]
-    rows = (tmp_path / "onnx.csv").read_text().splitlines()[1:]
-    assert len(rows) == len(test_paths)
-    labels = [row.split(",")[1] for row in rows]
     config = json.loads((best / "config.json").read_text())
-    correct = np.mean([Path(row.split(",")[0]).parent.name == label for row, label in zip(rows, labels, strict=True)])
-    assert 100 * correct == pytest.approx(config["test_accuracy"], abs=1e-9)
+    out = deployed / f"predictions-{images.name}.csv"  # next to the model, not in the current folder
+    assert f"predictions: {out}" in done.stdout and f"accuracy: {config['test_accuracy']:.4f}" in done.stdout
+    rows = list(csv.DictReader(out.open()))
+    assert len(rows) == len(test) and all(row["true_label"] == Path(row["path"]).parent.name for row in rows)
+    one = subprocess.run([sys.executable, str(deployed / "predict.py"), f"images={test[0]['path']}"],
+                         capture_output=True, text=True, timeout=300, cwd=tmp_path)
+    assert one.returncode == 0 and one.stdout.startswith(f"{test[0]['path']}: "), one.stderr[-2000:]
 
 
 @pytest.mark.parametrize("config_name", ["config", "bench"])
 def test_runs_started_in_the_same_second_get_their_own_folders(config_name):
     # Hydra names run folders by start time; two runs launched together (two benchmark processes, a script
     # looping over tasks) shared, and overwrote, one folder when the name stopped at seconds.
-    first, second = (compose(config_name=config_name, return_hydra_config=True).hydra for _ in range(2))
+    make = compose_bench if config_name == "bench" else compose
+    first, second = (make(return_hydra_config=True).hydra for _ in range(2))
     assert first.run.dir != second.run.dir and first.sweep.dir != second.sweep.dir

@@ -1,4 +1,4 @@
-"""automl.synthetic: the registry, every generator's layout and determinism, the pinned pixels of the
+"""automl.images.synthetic: the registry, every generator's layout and determinism, the pinned pixels of the
 six original generators, and a few-shot target through load_task."""
 
 from __future__ import annotations
@@ -13,11 +13,11 @@ from PIL import ImageFont
 from sklearn.linear_model import LogisticRegression
 from sklearn.model_selection import cross_val_score
 
-from automl import synthetic
+from automl.images import synthetic
+from automl.images.synthetic import sources, sources_stimuli, targets_text
+from automl.images.synthetic.draw import dejavu_fonts, font_file, stix_fonts
+from automl.images.tasks import load_task
 from automl.settings import TaskSettings
-from automl.synthetic import sources, sources_stimuli, targets_text
-from automl.synthetic.draw import dejavu_fonts, font_file, stix_fonts
-from automl.tasks import load_task
 
 # name -> (classes, images per class, image side in pixels, PIL mode); None: scikit-learn's uneven counts
 LAYOUT = {

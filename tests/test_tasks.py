@@ -8,10 +8,9 @@ import pytest
 from conftest import write_image, write_image_folder
 from PIL import Image
 
-from automl.config import compose, resolve
-from automl.images import BadImageError, load_image
-from automl.settings import SettingsError, TaskSettings
-from automl.tasks import TaskError, load_task
+from automl.images.decode import BadImageError, load_image
+from automl.images.tasks import TaskError, load_task
+from automl.settings import SettingsError, TaskSettings, compose, resolve
 
 
 def folder_task(root, cache_dir, **extra):

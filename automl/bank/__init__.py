@@ -12,8 +12,9 @@ import logging
 import os
 from pathlib import Path
 
+from automl.bank.demo import build_demo_bank
 from automl.bank.manifest import MANIFEST, Bank, BankEntry, BankError, Source, read_bank
-from automl.bank.meta import model_meta, model_meta_of, resolve_data_config
+from automl.bank.meta import forward_mflops, model_meta, model_meta_of, resolve_data_config, training_gflop
 from automl.bank.weights import create_model, file_sha256, weights_digest
 from automl.settings import BankSettings
 
@@ -41,12 +42,25 @@ def load_bank(settings: BankSettings, cache_dir: str | os.PathLike) -> Bank:
             raise BankError(f"{folder / MANIFEST}: bank manifest not found (bank.dir={settings.dir}); the "
                             f"{settings.build} bank is built only in {own_folder} (build one here with "
                             f"`python -m automl.bank.demo out={folder}`)")
-        from automl.bank.demo import build_demo_bank
-
         log.info("bank %s: %s is missing; building the offline demo bank", settings.name, folder / MANIFEST)
         build_demo_bank(folder)
     return read_bank(settings.name, None, folder)
 
 
-__all__ = ["MANIFEST", "Bank", "BankEntry", "BankError", "Source", "create_model", "file_sha256", "load_bank",
-           "model_meta", "model_meta_of", "own_folder_of", "resolve_data_config", "weights_digest"]
+__all__ = [
+    "MANIFEST",
+    "Bank",
+    "BankEntry",
+    "BankError",
+    "Source",
+    "create_model",
+    "file_sha256",
+    "forward_mflops",
+    "load_bank",
+    "model_meta",
+    "model_meta_of",
+    "own_folder_of",
+    "resolve_data_config",
+    "training_gflop",
+    "weights_digest",
+]

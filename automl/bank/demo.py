@@ -13,9 +13,9 @@ from pathlib import Path
 import hydra
 from omegaconf import DictConfig, OmegaConf
 
+from automl._cli import run_command
 from automl.bank.pretrain import EPOCHS, Pretraining, build_bank
-from automl.cli import run_command
-from automl.config import CONF_DIR
+from automl.settings import CONF_DIR
 
 ARCHS = ("resnet", "effnet", "nfnet", "vit")
 SOURCES = ("photos", "symbols", "textures")  # in the order of the manifest

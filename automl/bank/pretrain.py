@@ -30,11 +30,11 @@ from rich.console import Console
 from rich.table import Table
 from sklearn.model_selection import train_test_split
 
-from automl import synthetic
+from automl._fileio import atomic_path, atomic_write_text
+from automl._progress import progress_bar
 from automl.bank.manifest import MANIFEST, read_bank
 from automl.bank.weights import file_sha256
-from automl.fileio import atomic_path, atomic_write_text
-from automl.progress import progress_bar
+from automl.images import synthetic
 
 log = logging.getLogger(__name__)
 

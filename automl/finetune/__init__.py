@@ -2,28 +2,14 @@
 
 ``run_finetune(task, candidates, settings, search_space, storage=..., device=..., seed=..., run_dir=...)``
 runs (or joins, or resumes) the study and exports the best model; ``load_outcome`` summarises an
-existing study without training. Budget, resume and scale-out semantics: :mod:`automl.finetune.search`.
+existing study without training; ``fit_once`` is the one fit both a trial and the benchmarks' fixed
+recipe run. Budget, resume and scale-out semantics: :mod:`automl.finetune.search`.
 """
 
-from __future__ import annotations
+from automl.finetune.fit import FitResult, fit_once, predict_split, quiet_libraries, torch_threads
+from automl.finetune.results import FinetuneOutcome, Refit, TrialResult
+from automl.finetune.search import load_outcome, run_finetune
+from automl.finetune.space import SearchSpace, check_search
 
-from typing import TYPE_CHECKING, Any
-
-if TYPE_CHECKING:
-    from automl.finetune.outcome import FinetuneOutcome, TrialResult
-    from automl.finetune.search import load_outcome, run_finetune
-
-__all__ = ["FinetuneOutcome", "TrialResult", "load_outcome", "run_finetune"]
-
-
-def __getattr__(name: str) -> Any:
-    # Lazy: importing a light submodule (attrs, space) does not import Lightning and Optuna's integration.
-    if name in ("FinetuneOutcome", "TrialResult"):
-        from automl.finetune import outcome
-
-        return getattr(outcome, name)
-    if name in ("load_outcome", "run_finetune"):
-        from automl.finetune import search
-
-        return getattr(search, name)
-    raise AttributeError(f"module 'automl.finetune' has no attribute {name!r}")
+__all__ = ["FinetuneOutcome", "FitResult", "Refit", "SearchSpace", "TrialResult", "check_search", "fit_once",
+           "load_outcome", "predict_split", "quiet_libraries", "run_finetune", "torch_threads"]

@@ -9,3 +9,4 @@ HPARAMS = "hparams"  # every hyperparameter the fit used (sampled, fixed and def
 DATA_CONFIG = "data_config"  # the model's input pipeline
 WEIGHTS = "weights"  # path of the best-epoch weights (COMPLETE trials)
 TEST_PREDICTIONS = "test_predictions"  # path of the .npy of the class given to each test image (COMPLETE trials)
+REFIT = "refit"  # on the study: what the refit of the best trial measured and where its files are

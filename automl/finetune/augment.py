@@ -20,7 +20,7 @@ import torch
 import torch.nn.functional as F
 from timm.data.random_erasing import RandomErasing
 
-from automl.pixels import normalize
+from automl.images.pixels import normalize
 from automl.settings import AugmentSettings
 
 _ATTEMPTS = 10  # torchvision's RandomResizedCrop tries 10 boxes before it falls back to the whole image

@@ -1,9 +1,9 @@
 """The task's splits as a LightningDataModule of uint8 pixel batches, augmented on the training device.
 
-Each split is decoded once per input pipeline (:func:`automl.pixels.split_pixels`, cached on disk and
+Each split is decoded once per input pipeline (:func:`automl.images.pixels.split_pixels`, cached on disk and
 shared by every trial), so an epoch only indexes an array. The loader hands out uint8 batches; after
 they reach the device, :meth:`TaskDataModule.on_after_batch_transfer` augments the training batches
-(:class:`automl.finetune.augment.BatchAugment`) and normalises the others, exactly as ``automl.predict``
+(:class:`automl.finetune.augment.BatchAugment`) and normalises the others, exactly as ``automl.deploy.predict``
 does for an exported model.
 """
 
@@ -18,9 +18,9 @@ import torch
 from torch.utils.data import BatchSampler, DataLoader, RandomSampler, SequentialSampler
 
 from automl.finetune.augment import BatchAugment
-from automl.pixels import normalize, split_pixels, training_config
+from automl.images.pixels import normalize, split_pixels, training_config
+from automl.images.tasks import Task
 from automl.settings import AugmentSettings
-from automl.tasks import Task
 
 
 def resolve_num_workers(setting: int | str) -> int:

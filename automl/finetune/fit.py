@@ -1,10 +1,10 @@
 """One fine-tuning fit of one bank model on one task: the single training path of the finetune stage's
-Optuna trials and of the benchmark's oracle (``automl.bench``).
+Optuna trials and of the benchmark's oracle (``benchmarks.metabench``).
 
 :func:`fit_once` seeds everything, builds the model with a fresh head and the task's loaders with the
 model's own input pipeline, trains with Lightning (:func:`automl.finetune.module.make_trainer`), keeps
 the best validation epoch's weights and measures them once on the test split with
-:func:`automl.finetune.model_dir.predict_proba` (the evaluation ``automl.predict`` also uses). The caller
+:func:`automl.deploy.exported.predict_proba` (the evaluation ``automl.deploy.predict`` also uses). The caller
 decides what the hyperparameters are (a search's suggestion, the oracle's fixed recipe) and what
 happens to the weights.
 """
@@ -28,11 +28,11 @@ import optuna
 import torch
 
 from automl.bank import BankEntry, create_model, resolve_data_config
+from automl.deploy.exported import EVAL_BATCH_SIZE, predict_proba
 from automl.finetune.data import TaskDataModule
-from automl.finetune.model_dir import EVAL_BATCH_SIZE, predict_proba
 from automl.finetune.module import FinetuneModule, cpu_state, make_trainer
+from automl.images.tasks import Split, Task
 from automl.settings import FinetuneSettings, Hparams
-from automl.tasks import Split, Task
 
 
 @dataclass(frozen=True)
@@ -116,7 +116,7 @@ def fit_once(entry: BankEntry, task: Task, hparams: Hparams, settings: FinetuneS
 def predict_split(model: torch.nn.Module, datamodule: TaskDataModule, split: str = "test", device: str = "cpu"
                   ) -> np.ndarray:
     """The class ``model`` gives each image of ``split`` (``val`` or ``test``) of ``datamodule``'s task ([N] int,
-    ``splits[split]`` order), through :func:`~automl.finetune.model_dir.predict_proba` in ``EVAL_BATCH_SIZE``
+    ``splits[split]`` order), through :func:`~automl.deploy.exported.predict_proba` in ``EVAL_BATCH_SIZE``
     batches of the eval crop."""
     pixels = datamodule.pixels(split)
     batches = (torch.from_numpy(np.array(pixels[i : i + EVAL_BATCH_SIZE]))  # a copy: the cache is read-only

@@ -23,8 +23,7 @@ from timm.optim import create_optimizer_v2
 from torch import nn
 
 from automl.bank.meta import forward_mflops
-from automl.settings import Hparams
-from automl.settings.finetuning import STRATEGIES
+from automl.settings import STRATEGIES, Hparams
 
 # Lightning 2.6 builds torch's deprecated LeafSpec on every step; the notice is for Lightning, not for users.
 warnings.filterwarnings("ignore", message=r".*isinstance\(treespec, LeafSpec\)", category=FutureWarning)

@@ -14,8 +14,9 @@ import torch
 from optuna.trial import FrozenTrial
 from optuna_integration import PyTorchLightningPruningCallback
 
+from automl._fileio import atomic_path
 from automl.bank import BankEntry
-from automl.fileio import atomic_path
+from automl.deploy.exported import save_weights
 from automl.finetune.attrs import (
     DATA_CONFIG,
     FAIL_REASON,
@@ -28,12 +29,12 @@ from automl.finetune.attrs import (
 )
 from automl.finetune.budget import Budget, counts
 from automl.finetune.fit import FitResult, fit_once
-from automl.finetune.model_dir import save_weights
 from automl.finetune.module import FinetuneModule
-from automl.finetune.outcome import TrialResult, finished_results, write_csv
+from automl.finetune.outcome import finished_results, write_csv
+from automl.finetune.results import TrialResult
 from automl.finetune.space import SearchSpace
+from automl.images.tasks import Task
 from automl.settings import FinetuneSettings, Hparams
-from automl.tasks import Task
 
 log = logging.getLogger(__name__)
 

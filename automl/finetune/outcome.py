@@ -1,5 +1,5 @@
-"""What a search leaves: its trials as :class:`TrialResult` rows, ``finetune.csv``, and the best
-trial exported to ``<run_dir>/best``."""
+"""What a search leaves, summarised: its trials as :class:`~automl.finetune.results.TrialResult` rows,
+``finetune.csv``, and the best trial (or its refit) exported to ``<run_dir>/best``."""
 
 from __future__ import annotations
 
@@ -7,131 +7,24 @@ import csv
 import dataclasses
 import logging
 from collections.abc import Iterable, Sequence
-from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 import optuna
-from optuna.trial import FrozenTrial, TrialState
+from optuna.trial import FrozenTrial
 
+from automl._fileio import atomic_path
 from automl.bank import BankEntry, weights_digest
-from automl.bank.meta import training_gflop
-from automl.fileio import atomic_path
+from automl.deploy.exported import export_model
 from automl.finetune.attrs import (
     DATA_CONFIG,
-    FAIL_REASON,
-    HPARAMS,
-    INTERRUPTED,
-    MODEL_PARAM,
     OVER_BUDGET,
-    TEST_PREDICTIONS,
-    WEIGHTS,
 )
 from automl.finetune.budget import counts
-from automl.finetune.model_dir import export_model
+from automl.finetune.results import FinetuneOutcome, Refit, TrialResult
+from automl.images.tasks import Task
 from automl.settings import HPARAM_NAMES
-from automl.tasks import Task
 
 log = logging.getLogger(__name__)
-
-
-@dataclass(frozen=True)
-class TrialResult:
-    """One finished trial (accuracies in percent; ``val_accuracy`` is the best epoch's, also when pruned)."""
-
-    study: str
-    number: int
-    model: str | None  # bank entry name
-    state: str  # COMPLETE | PRUNED | FAIL
-    hparams: dict[str, Any]
-    val_accuracy: float | None
-    test_accuracy: float | None  # COMPLETE trials only, with the best-epoch weights
-    epochs: int  # epochs trained (validated)
-    val_curve: list[float]  # validation accuracy after each epoch trained
-    seconds: float  # wall time of the trial
-    train_images: int  # training images processed
-    mflops: float | None  # forward MFLOPs per image of the model at its input
-    fail_reason: str | None  # FAIL: "<exception type>: <message>", or why it did not run to the end
-    weights: Path | None  # best-epoch weights (COMPLETE trials)
-    test_predictions: Path | None  # .npy of the class given to each test image (COMPLETE trials)
-
-    @classmethod
-    def from_trial(cls, study: str, trial: FrozenTrial) -> TrialResult:
-        attrs = trial.user_attrs
-        hparams = attrs.get(HPARAMS) or {k: v for k, v in trial.params.items() if k != MODEL_PARAM}
-        reason = attrs.get(FAIL_REASON)
-        if trial.state == TrialState.FAIL and reason is None:
-            reason = "interrupted" if attrs.get(INTERRUPTED) else "its worker died (heartbeat lost)"
-        return cls(
-            study=study,
-            number=trial.number,
-            model=trial.params.get(MODEL_PARAM),
-            state=trial.state.name,
-            hparams=dict(hparams),
-            val_accuracy=attrs.get("val_accuracy"),
-            test_accuracy=attrs.get("test_accuracy"),
-            epochs=int(attrs.get("epochs", 0)),
-            val_curve=list(attrs.get("val_curve", [])),
-            seconds=float(attrs.get("seconds", 0.0)),
-            train_images=int(attrs.get("train_images", 0)),
-            mflops=attrs.get("mflops"),
-            fail_reason=reason,
-            weights=Path(attrs[WEIGHTS]) if attrs.get(WEIGHTS) else None,
-            test_predictions=Path(attrs[TEST_PREDICTIONS]) if attrs.get(TEST_PREDICTIONS) else None,
-        )
-
-
-    @property
-    def train_gflop(self) -> float | None:
-        """The compute the trial used: training images x forward MFLOPs x 3 (forward and backward), in GFLOP."""
-        return None if self.mflops is None else training_gflop(self.train_images, self.mflops)
-
-    @property
-    def stopped(self) -> str:
-        """Why the trial stopped."""
-        if self.state == "COMPLETE":
-            return f"ran its {self.hparams.get('epochs', self.epochs)} epochs"
-        if self.state == "PRUNED":
-            return f"pruned after epoch {self.epochs}: behind the others at that epoch"
-        return f"failed: {self.fail_reason}"
-
-
-@dataclass(frozen=True)
-class FinetuneOutcome:
-    """What :func:`run_finetune` leaves behind (the study holds the same, for every worker)."""
-
-    study: str
-    candidates: list[str]  # the models the study searches
-    trials: list[TrialResult]  # the study's finished trials (all workers), by number
-    best: TrialResult | None  # highest val_accuracy among COMPLETE trials (ties: lowest number)
-    refit: Any  # automl.finetune.refit.Refit of the best trial, or None (finetune.refit off, or not yet)
-    best_dir: Path | None  # run_dir/best, or None (no COMPLETE trial / its weights not on this machine)
-    n_counted: int  # trials that count towards finetune.n_trials
-    optuna_study: optuna.Study  # the study itself (for Optuna's plots), as the search opened it
-
-    @property
-    def test_accuracy(self) -> float | None:
-        """The exported model's test accuracy: the refit's, else the best trial's."""
-        if self.refit is not None:
-            return self.refit.test_accuracy
-        return self.best.test_accuracy if self.best is not None else None
-
-    @property
-    def test_predictions(self) -> Path | None:
-        """The exported model's test predictions (.npy)."""
-        if self.refit is not None:
-            return self.refit.test_predictions
-        return self.best.test_predictions if self.best is not None else None
-
-    def best_by_model(self) -> dict[str, TrialResult]:
-        """model name → its best COMPLETE trial (highest val accuracy; ties: lowest number)."""
-        best: dict[str, TrialResult] = {}
-        for trial in self.trials:
-            if trial.state != "COMPLETE" or trial.val_accuracy is None:
-                continue
-            if trial.model not in best or trial.val_accuracy > best[trial.model].val_accuracy:
-                best[trial.model] = trial
-        return best
 
 
 def finished_results(trials: Iterable[FrozenTrial], study_name: str) -> list[TrialResult]:
@@ -172,8 +65,6 @@ def summarize_study(study: optuna.Study, task: Task, candidates: Sequence[BankEn
                     ) -> FinetuneOutcome:
     """``run_dir/finetune.csv``, and the best COMPLETE trial (its refit when the study holds one) exported
     to ``run_dir/best``."""
-    from automl.finetune.refit import Refit
-
     trials = study.get_trials(deepcopy=False)  # by number: trials[n].number == n
     results = finished_results(trials, study.study_name)
     write_csv(run_dir / "finetune.csv", results)
@@ -213,7 +104,9 @@ def _export_best(best: TrialResult, refit, trial: FrozenTrial, entry: BankEntry,
                                              "trial_test_accuracy": best.test_accuracy, "seconds": refit.seconds,
                                              "train_gflop": round(refit.train_gflop, 3)},
     }
-    out = export_model(run_dir / "best", weights, config, task.splits["test"].paths)
+    test = task.splits["test"]
+    out = export_model(run_dir / "best", weights, config,
+                       [(path, task.classes[label]) for path, label in zip(test.paths, test.labels, strict=True)])
     log.info("best: trial %d %s%s, val %.2f%% test %.2f%% -> %s", best.number, best.model,
              " refit on train + val" if refit is not None else "", best.val_accuracy, config["test_accuracy"], out)
     return out

@@ -10,51 +10,21 @@ rerun, another worker or ``stage=report`` finds it instead of training again.
 from __future__ import annotations
 
 import logging
-from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 import optuna
 
+from automl._fileio import atomic_path
 from automl.bank import BankEntry
-from automl.bank.meta import training_gflop
-from automl.fileio import atomic_path
+from automl.deploy.exported import save_weights
+from automl.finetune.attrs import REFIT
 from automl.finetune.fit import fit_once
-from automl.finetune.model_dir import save_weights
-from automl.finetune.outcome import TrialResult
+from automl.finetune.results import Refit, TrialResult
+from automl.images.tasks import Task
 from automl.settings import FinetuneSettings, Hparams
-from automl.tasks import Task
 
 log = logging.getLogger(__name__)
-
-REFIT_ATTR = "refit"
-
-
-@dataclass(frozen=True)
-class Refit:
-    """The refit of the best trial: its test accuracy (percent), compute and files."""
-
-    trial: int
-    test_accuracy: float
-    epochs: int
-    seconds: float
-    train_images: int
-    mflops: float
-    weights: Path
-    test_predictions: Path
-
-    @property
-    def train_gflop(self) -> float:
-        return training_gflop(self.train_images, self.mflops)
-
-    @classmethod
-    def of_study(cls, study: optuna.Study, best: TrialResult) -> Refit | None:
-        """The study's refit of ``best``, if it exists and its files are on this machine."""
-        attrs = study.user_attrs.get(REFIT_ATTR) or {}
-        if attrs.get("trial") != best.number or not Path(attrs.get("weights", "")).is_file():
-            return None
-        return cls(**{**attrs, "weights": Path(attrs["weights"]), "test_predictions": Path(attrs["test_predictions"])})
-
 
 def ensure_refit(study: optuna.Study, best: TrialResult, entry: BankEntry, task: Task, settings: FinetuneSettings,
                  *, device: str, seed: int, artifacts: Path) -> Refit:
@@ -71,7 +41,7 @@ def ensure_refit(study: optuna.Study, best: TrialResult, entry: BankEntry, task:
         np.save(tmp, result.test_predictions.astype(np.int32))
     refit = Refit(best.number, result.test_accuracy, result.epochs, round(result.seconds, 3), result.train_images,
                   result.mflops, weights, predictions)
-    study.set_user_attr(REFIT_ATTR, {**refit.__dict__, "weights": str(weights), "test_predictions": str(predictions)})
+    study.set_user_attr(REFIT, {**refit.__dict__, "weights": str(weights), "test_predictions": str(predictions)})
     log.info("refit: test %.2f%% (the trial alone: %.2f%%), %.1f s", refit.test_accuracy, best.test_accuracy,
              refit.seconds)
     return refit

@@ -56,23 +56,18 @@ from typing import Any
 import optuna
 from optuna.trial import TrialState
 
+from automl._storage import redact_url, storage_slug
 from automl.bank import BankEntry
-from automl.config import redact_url, storage_slug
 from automl.finetune.budget import Budget
 from automl.finetune.fit import quiet_libraries, torch_threads
 from automl.finetune.objective import Objective
-from automl.finetune.outcome import (
-    FinetuneOutcome,
-    TrialResult,
-    best_trial,
-    finished_results,
-    summarize_study,
-)
+from automl.finetune.outcome import best_trial, finished_results, summarize_study
 from automl.finetune.refit import ensure_refit
+from automl.finetune.results import FinetuneOutcome, TrialResult
 from automl.finetune.space import SearchSpace, check_search
 from automl.finetune.study import join_study, open_storage, open_study, warm_start
+from automl.images.tasks import Task
 from automl.settings import FinetuneSettings
-from automl.tasks import Task
 
 log = logging.getLogger(__name__)
 

@@ -14,8 +14,8 @@ from typing import Any
 import optuna
 import sqlalchemy.exc
 
+from automl._storage import SQLITE_TIMEOUT_S, storage_url
 from automl.bank import BankEntry
-from automl.config import SQLITE_TIMEOUT_S, storage_url
 from automl.errors import AutomlError
 from automl.finetune.attrs import MODEL_PARAM
 from automl.finetune.space import SearchSpace

@@ -9,7 +9,8 @@ accuracy predictor (:mod:`automl.predictor`) is refit on these records.
 
 from automl.history.csvfile import read_csv
 from automl.history.records import FIELDS, KINDS, HistoryError, RecordError, TransferRecord
+from automl.history.similar import similar_task_hparams, task_distance
 from automl.history.store import SCHEMA_VERSION, History
 
 __all__ = ["FIELDS", "KINDS", "SCHEMA_VERSION", "History", "HistoryError", "RecordError", "TransferRecord",
-           "read_csv"]
+           "read_csv", "similar_task_hparams", "task_distance"]

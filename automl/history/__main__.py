@@ -9,11 +9,11 @@ import hydra
 import sqlalchemy as sa
 from omegaconf import DictConfig, OmegaConf
 
-from automl.cli import run_command
-from automl.config import CONF_DIR, redact_url
+from automl._cli import run_command
+from automl._storage import redact_url
 from automl.history.records import HistoryError, TransferRecord
 from automl.history.store import History
-from automl.settings.tools import HistorySettings
+from automl.settings import CONF_DIR, HistorySettings
 
 
 def print_records(records: Sequence[TransferRecord]) -> None:

@@ -10,7 +10,7 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
-from automl.fileio import atomic_path
+from automl._fileio import atomic_path
 from automl.history.records import (
     DICT_FIELDS,
     FIELDS,

@@ -27,7 +27,7 @@ from typing import Any
 import sqlalchemy as sa
 from sqlalchemy.engine import Connection, Engine
 
-from automl.config import SQLITE_TIMEOUT_S, redact_url, storage_url
+from automl._storage import SQLITE_TIMEOUT_S, redact_url, storage_url
 from automl.history.csvfile import read_csv, write_csv
 from automl.history.records import (
     DICT_FIELDS,

@@ -5,9 +5,9 @@
 history), :mod:`.calibration` (whether the history helps).
 """
 
-from automl.predictor.calibration import format_calibration, leave_one_task_out
-from automl.predictor.features import Candidate, bank_candidates, zscore_bank
-from automl.predictor.predictor import AccuracyPredictor, Prediction, comparable_transfers
+from automl.predictor.calibration import format_calibration
+from automl.predictor.inputs import Candidate, bank_candidates, zscore_bank
+from automl.predictor.predictor import AccuracyPredictor, Prediction, comparable_transfers, leave_one_task_out
 
 __all__ = ["AccuracyPredictor", "Candidate", "Prediction", "bank_candidates", "comparable_transfers",
            "format_calibration", "leave_one_task_out", "zscore_bank"]

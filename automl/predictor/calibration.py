@@ -1,6 +1,6 @@
-"""Does the user's history make predictions better? Leave-one-task-out on the user's own tasks: each is
-predicted by the cold start and by the model refined on the *other* user tasks; the refined model is
-kept only when it is more accurate there (``python -m automl stage=calibrate`` prints the comparison)."""
+"""Does the user's history make predictions better? The verdict on a leave-one-task-out comparison
+(:func:`automl.predictor.leave_one_task_out`: each of the user's tasks predicted by the cold start and by
+the model refined on the *other* tasks), and its table (``python -m automl stage=calibrate`` prints it)."""
 
 from __future__ import annotations
 
@@ -11,60 +11,30 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 from scipy import stats
 
-from automl.predictor.predictor import AccuracyPredictor, candidate_of, comparable_transfers
-from automl.settings import PredictorSettings
-
 if TYPE_CHECKING:
     from rich.table import Table
 
-    from automl.history import TransferRecord
 
 NAMES = ("cold_start", "calibrated")
 SPEARMAN_TOLERANCE = 0.05  # a calibration that orders models worse by more than this does not help
 
 
-def leave_one_task_out(records: Sequence[TransferRecord], settings: PredictorSettings | None = None,
-                       data_dir: str | None = None) -> dict[str, Any]:
-    """Cold start vs refined-on-the-other-tasks, on each of the history's tasks in turn.
-
-    Only comparable records count (:func:`.predictor.comparable_transfers`). Returns ``num_tasks``,
-    ``num_records``, ``coverage`` (the interval's nominal share); ``overall`` and per task
-    ``tasks[fingerprint]`` (with ``task_name``, ``num_records``) holding for ``cold_start`` and
-    ``calibrated`` ``{"mae": accuracy points, "spearman": in [-1, 1] or NaN, "coverage": share inside
-    the interval}``; ``rows``: one dict per transfer; ``helps``: the refined model has the lower MAE *and*
-    a Spearman no more than ``SPEARMAN_TOLERANCE`` lower. Raises ValueError with fewer than two tasks.
-    """
-    transfers = comparable_transfers(records)
-    tasks = list(dict.fromkeys(record.task_fingerprint for record in transfers))
-    if len(tasks) < 2:
-        raise ValueError(f"leave-one-task-out needs complete fine-tuning records on at least 2 tasks; the history "
-                         f"has {len(transfers)} on {len(tasks)} task(s). Fine-tune on another task first (or import "
-                         "a history CSV with `python -m automl.history action=import file=...`).")
-    predictor = AccuracyPredictor(settings, data_dir)
-    rows = []
-    for task in tasks:
-        held_out = [record for record in transfers if record.task_fingerprint == task]
-        refined = predictor.refined([record for record in transfers if record.task_fingerprint != task])
-        candidates = [candidate_of(record) for record in held_out]
-        both = {"cold_start": predictor.predict(candidates, predictor.cold_start()),
-                "calibrated": predictor.predict(candidates, refined)}
-        for i, record in enumerate(held_out):
-            rows.append({"task_fingerprint": task, "task_name": record.task_name, "model_name": record.model_name,
-                         "measured": record.measured_accuracy,
-                         **{f"{name}{suffix}": float(getattr(p, part)[i]) for name, p in both.items()
-                            for suffix, part in (("", "mean"), ("_low", "low"), ("_high", "high"))}})
-    per_task = {task: {"task_name": task_rows[0]["task_name"], "num_records": len(task_rows), **_metrics(task_rows)}
+def judge(rows: Sequence[Mapping[str, Any]]) -> dict[str, Any]:
+    """The comparison of predicted (``cold_start``, ``calibrated``, each with ``_low``/``_high``) and
+    ``measured`` accuracies in ``rows`` (one per transfer, with ``task_fingerprint`` and ``task_name``):
+    ``overall`` and per task ``tasks[fingerprint]`` metrics (:func:`metrics`), and ``helps``: the calibrated
+    model has the lower MAE *and* a Spearman no more than ``SPEARMAN_TOLERANCE`` lower."""
+    tasks = list(dict.fromkeys(row["task_fingerprint"] for row in rows))
+    per_task = {task: {"task_name": task_rows[0]["task_name"], "num_records": len(task_rows), **metrics(task_rows)}
                 for task in tasks for task_rows in [[row for row in rows if row["task_fingerprint"] == task]]}
-    overall = _metrics(rows)
+    overall = metrics(rows)
     cold, calibrated = overall["cold_start"], overall["calibrated"]
     # NaN (too few distinct records) does not block
     spearman_kept = not (calibrated["spearman"] < cold["spearman"] - SPEARMAN_TOLERANCE)
-    return {"coverage": predictor.settings.coverage, "num_tasks": len(tasks), "num_records": len(rows),
-            "overall": overall, "tasks": per_task, "rows": rows,
-            "helps": calibrated["mae"] < cold["mae"] and spearman_kept}
+    return {"overall": overall, "tasks": per_task, "helps": calibrated["mae"] < cold["mae"] and spearman_kept}
 
 
-def _metrics(rows: Sequence[Mapping[str, Any]]) -> dict[str, dict[str, float]]:
+def metrics(rows: Sequence[Mapping[str, Any]]) -> dict[str, dict[str, float]]:
     measured = np.array([row["measured"] for row in rows])
     out = {}
     for name in NAMES:

@@ -36,8 +36,8 @@ from sklearn.model_selection import GroupKFold
 from sklearn.pipeline import Pipeline, make_pipeline
 from sklearn.preprocessing import StandardScaler
 
-from automl.predictor.features import from_level
-from automl.threads import single_threaded
+from automl._threads import single_threaded
+from automl.predictor.inputs import from_level
 
 KINDS = ("ridge", "boosting", "blend")
 SPREAD_FLOOR = 0.2  # the binomial spread 2 sqrt(a (1 - a)) at a = 1%: intervals keep a width near the ends

@@ -10,7 +10,7 @@ predicts: fits that ran to their planned end (``record.complete``; a trial prune
 little about the fully fine-tuned accuracy), one per (task, model) — the one a search would pick, by
 validation accuracy. They are added to the shipped records, each task weighing as much as a shipped
 target, and the refined model is kept only if it predicts each of the user's tasks, held out in turn,
-better than the cold start did (:func:`.calibration.leave_one_task_out`); otherwise the cold start stays.
+better than the cold start did (:func:`leave_one_task_out`); otherwise the cold start stays.
 """
 
 from __future__ import annotations
@@ -20,11 +20,12 @@ import logging
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from automl.predictor.features import Candidate, bank_features, to_level
+from automl.predictor.calibration import judge
+from automl.predictor.inputs import Candidate, bank_features, to_level
 from automl.predictor.model import AccuracyModel
 from automl.predictor.shipped import DATA_DIR, load_meta
 from automl.settings import PredictorSettings
@@ -147,8 +148,6 @@ class AccuracyPredictor:
 
     def fit(self, records: Iterable[TransferRecord] = ()) -> AccuracyPredictor:
         """Refine the cold start with ``records`` when that helps on the user's own tasks (module docstring)."""
-        from automl.predictor.calibration import leave_one_task_out
-
         transfers = comparable_transfers(records)
         self.n_records_, self.n_tasks_ = len(transfers), len({r.task_fingerprint for r in transfers})
         self._model, self.source_, self.calibration_ = None, "meta-benchmark", None
@@ -175,3 +174,37 @@ class AccuracyPredictor:
         chance = np.array([c.chance for c in candidates])
         mean, low, high = model.predict(bank_features(candidates, self.score_names), chance)
         return Prediction(mean, low, high)
+
+
+def leave_one_task_out(records: Sequence[TransferRecord], settings: PredictorSettings | None = None,
+                       data_dir: str | None = None) -> dict[str, Any]:
+    """Cold start vs refined-on-the-other-tasks, on each of the history's tasks in turn.
+
+    Only comparable records count (:func:`comparable_transfers`). Returns ``num_tasks``,
+    ``num_records``, ``coverage`` (the interval's nominal share); ``overall`` and per task
+    ``tasks[fingerprint]`` (with ``task_name``, ``num_records``) holding for ``cold_start`` and
+    ``calibrated`` ``{"mae": accuracy points, "spearman": in [-1, 1] or NaN, "coverage": share inside
+    the interval}``; ``rows``: one dict per transfer; ``helps``: the refined model has the lower MAE *and*
+    a Spearman no more than ``SPEARMAN_TOLERANCE`` lower. Raises ValueError with fewer than two tasks.
+    """
+    transfers = comparable_transfers(records)
+    tasks = list(dict.fromkeys(record.task_fingerprint for record in transfers))
+    if len(tasks) < 2:
+        raise ValueError(f"leave-one-task-out needs complete fine-tuning records on at least 2 tasks; the history "
+                         f"has {len(transfers)} on {len(tasks)} task(s). Fine-tune on another task first (or import "
+                         "a history CSV with `python -m automl.history action=import file=...`).")
+    predictor = AccuracyPredictor(settings, data_dir)
+    rows = []
+    for task in tasks:
+        held_out = [record for record in transfers if record.task_fingerprint == task]
+        refined = predictor.refined([record for record in transfers if record.task_fingerprint != task])
+        candidates = [candidate_of(record) for record in held_out]
+        both = {"cold_start": predictor.predict(candidates, predictor.cold_start()),
+                "calibrated": predictor.predict(candidates, refined)}
+        for i, record in enumerate(held_out):
+            rows.append({"task_fingerprint": task, "task_name": record.task_name, "model_name": record.model_name,
+                         "measured": record.measured_accuracy,
+                         **{f"{name}{suffix}": float(getattr(p, part)[i]) for name, p in both.items()
+                            for suffix, part in (("", "mean"), ("_low", "low"), ("_high", "high"))}})
+    return {"coverage": predictor.settings.coverage, "num_tasks": len(tasks), "num_records": len(rows), "rows": rows,
+            **judge(rows)}

@@ -1,4 +1,4 @@
-"""The meta-benchmark's shipped records (``automl/data/metabench``, written by
+"""The meta-benchmark's shipped records (``automl/predictor/metabench``, measured by the repository's
 ``python -m automl.bench bench.mode=build``): 7 banks x 9 targets x 5 probe seeds of transferability
 scores next to the fine-tuned (oracle) accuracy, read as *cells* — one bank on one target with one probe
 set. They train the cold-start accuracy model and are what ``python -m automl.bench`` judges rankings on.
@@ -13,11 +13,11 @@ from pathlib import Path
 
 import numpy as np
 
+from automl._fileio import read_csv_rows
 from automl.errors import AutomlError
-from automl.fileio import read_csv_rows
-from automl.predictor.features import Candidate, bank_candidates, bank_features
+from automl.predictor.inputs import Candidate, bank_candidates, bank_features
 
-DATA_DIR = Path(__file__).resolve().parent.parent / "data" / "metabench"
+DATA_DIR = Path(__file__).resolve().parent / "metabench"
 FILES = ("models.csv", "targets.csv", "oracle.csv", "scores.csv", "recipe.json")
 MODEL_META = ("num_params", "depth", "mflops", "source_num_images", "source_num_classes", "num_classes",
               "source_accuracy")

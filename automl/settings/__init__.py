@@ -1,15 +1,16 @@
-"""Typed settings of every stage: the Hydra structured configs that ``python -m automl`` and
-``python -m automl.bench`` are composed into (registered in Hydra's ConfigStore by
-:mod:`automl.config`), each default stated once, here.
+"""Typed settings of every stage: the Hydra structured configs that the commands are composed into, each
+default stated once, here, and the glue that makes them (:func:`compose`, :func:`resolve`).
 
 Hydra checks types and unknown keys while composing; each dataclass checks its ranges, choices and
-cross-field rules (:mod:`automl.settings.checks`) when the composed config becomes these objects
-(:func:`automl.config.resolve`). Stages take these objects, never a raw config.
+cross-field rules (:func:`rule`, :func:`check_fields`) when the composed config becomes these objects
+(:func:`resolve`). Stages take these objects, never a raw config.
 """
 
-from automl.settings.checks import SettingsError
-from automl.settings.finetuning import HPARAM_NAMES, AugmentSettings, FinetuneSettings, Hparams
-from automl.settings.ranking import (
+from automl.settings._checks import SettingsError, check_fields, check_value, rule
+from automl.settings._finetuning import HPARAM_NAMES, STRATEGIES, AugmentSettings, FinetuneSettings, Hparams
+from automl.settings._hydra import CONF_DIR, compose, resolve
+from automl.settings._ranking import (
+    MAX_PIXELS,
     BankSettings,
     PredictorSettings,
     ProbeSettings,
@@ -17,19 +18,35 @@ from automl.settings.ranking import (
     TaskSettings,
     task_name,
 )
-from automl.settings.runs import (
-    META_TARGETS,
-    STAGES,
-    AutomlSettings,
-    BenchRunSettings,
-    BenchSettings,
-    OracleSettings,
-    PaperSettings,
-    RunSettings,
-)
+from automl.settings._runs import RUN_SEED, STAGES, AutomlSettings, RunSettings
+from automl.settings._tools import DemoBankSettings, ExportSettings, HistorySettings, PredictSettings
 
 __all__ = [
-    "HPARAM_NAMES", "META_TARGETS", "STAGES", "AugmentSettings", "AutomlSettings", "BankSettings", "BenchRunSettings",
-    "BenchSettings", "FinetuneSettings", "Hparams", "OracleSettings", "PaperSettings", "PredictorSettings",
-    "ProbeSettings", "RankSettings", "RunSettings", "SettingsError", "TaskSettings", "task_name",
+    "CONF_DIR",
+    "HPARAM_NAMES",
+    "MAX_PIXELS",
+    "RUN_SEED",
+    "STAGES",
+    "STRATEGIES",
+    "AugmentSettings",
+    "AutomlSettings",
+    "BankSettings",
+    "DemoBankSettings",
+    "ExportSettings",
+    "FinetuneSettings",
+    "HistorySettings",
+    "Hparams",
+    "PredictSettings",
+    "PredictorSettings",
+    "ProbeSettings",
+    "RankSettings",
+    "RunSettings",
+    "SettingsError",
+    "TaskSettings",
+    "check_fields",
+    "check_value",
+    "compose",
+    "resolve",
+    "rule",
+    "task_name",
 ]

@@ -8,6 +8,8 @@ from collections.abc import Mapping, Sequence
 
 import numpy as np
 
+from automl.transferability._score import needs_probs, score
+
 
 def score_many(names: Sequence[str], features: np.ndarray, labels: np.ndarray, probs: np.ndarray | None = None,
                options: Mapping[str, Mapping] | None = None) -> tuple[dict[str, float], dict[str, float]]:
@@ -17,8 +19,6 @@ def score_many(names: Sequence[str], features: np.ndarray, labels: np.ndarray, p
     that needs ``probs`` when the model has none (a headless checkpoint) is NaN and takes no time; any
     other error propagates. ``options[name]`` are that score's keyword options.
     """
-    from automl.transferability import needs_probs, score
-
     options = options or {}
     labels = np.unique(labels, return_inverse=True)[1]
     scores, seconds = {}, {}
