@@ -62,7 +62,7 @@ class Task:
     classes: tuple[str, ...]
     splits: dict[str, Split]
     image_size: int | None  # user override of the models' input side in pixels, or None
-    fingerprint: str  # hex digest of (relative file list, file contents, labels, splits)
+    fingerprint: str  # hex digest of the classes and each split's (class, image content) multiset
     root: Path
     median_side: int  # median of min(width, height) over the train images, in pixels
     cache_dir: Path | None = None  # where what is derived from the images (scans, decoded pixels) is cached
@@ -104,6 +104,9 @@ def load_task(settings: TaskSettings, cache_dir: str | os.PathLike) -> Task:
     source = str(Path(settings.csv).expanduser().resolve()) if settings.csv else str(root)
     cache_file = cache_dir / "scans" / f"{hashlib.sha1(source.encode()).hexdigest()[:16]}.json"
     records, scans = _drop_bad_images(records, cache_file, settings)
+    # In content order, not listing order: the same images as a folder, a CSV or a moved copy carve the
+    # same splits and have one fingerprint.
+    records.sort(key=lambda record: (record[1], scans[record[0]].digest, record[2] or "", str(record[0])))
     classes = _class_names(records)
     splits = _make_splits(records, classes, settings.val_fraction, settings.test_fraction, settings.seed)
     train_sides = [scans[path].side for path in splits["train"].paths]
@@ -112,7 +115,7 @@ def load_task(settings: TaskSettings, cache_dir: str | os.PathLike) -> Task:
         classes=classes,
         splits=splits,
         image_size=settings.image_size,
-        fingerprint=_fingerprint(splits, classes, root, scans),
+        fingerprint=_fingerprint(splits, classes, scans),
         root=root,
         median_side=int(np.median(train_sides)),
         cache_dir=cache_dir,
@@ -275,12 +278,11 @@ def _carve(split_of: np.ndarray, labels: np.ndarray, classes, val_fraction: floa
     return split_of
 
 
-def _fingerprint(splits: dict[str, Split], classes: tuple[str, ...], root: Path,
-                 scans: dict[Path, ImageScan]) -> str:
-    digest = hashlib.sha256()
-    digest.update(json.dumps(list(classes)).encode())
-    for split in SPLITS:
-        for path, label in zip(splits[split].paths, splits[split].labels, strict=True):
-            rel = os.path.relpath(path, root)
-            digest.update(f"{split}\t{label}\t{rel}\t{scans[path].digest}\n".encode())
+def _fingerprint(splits: dict[str, Split], classes: tuple[str, ...], scans: dict[Path, ImageScan]) -> str:
+    """Hex digest of what the task is: its classes and, per split, the multiset of (class, image content).
+    Where the files are, their names and their order do not count."""
+    entries = sorted(f"{split}\t{classes[label]}\t{scans[path].digest}" for split in SPLITS
+                     for path, label in zip(splits[split].paths, splits[split].labels, strict=True))
+    digest = hashlib.sha256(json.dumps(list(classes)).encode())
+    digest.update("\n".join(entries).encode())
     return digest.hexdigest()[:16]

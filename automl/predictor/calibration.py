@@ -17,13 +17,15 @@ if TYPE_CHECKING:
 
 NAMES = ("cold_start", "calibrated")
 SPEARMAN_TOLERANCE = 0.05  # a calibration that orders models worse by more than this does not help
+MIN_POINTS = 3  # a Spearman order from fewer is +-1 by construction; a verdict from fewer judges nothing
 
 
 def judge(rows: Sequence[Mapping[str, Any]]) -> dict[str, Any]:
     """The comparison of predicted (``cold_start``, ``calibrated``, each with ``_low``/``_high``) and
     ``measured`` accuracies in ``rows`` (one per transfer, with ``task_fingerprint`` and ``task_name``):
-    ``overall`` and per task ``tasks[fingerprint]`` metrics (:func:`metrics`), and ``helps``: the calibrated
-    model has the lower MAE *and* a Spearman no more than ``SPEARMAN_TOLERANCE`` lower."""
+    ``overall`` and per task ``tasks[fingerprint]`` metrics (:func:`metrics`), ``enough``: at least
+    ``MIN_POINTS`` transfers on at least two tasks, and ``helps``: there are enough and the calibrated model
+    has the lower MAE *and* a Spearman no more than ``SPEARMAN_TOLERANCE`` lower."""
     tasks = list(dict.fromkeys(row["task_fingerprint"] for row in rows))
     per_task = {task: {"task_name": task_rows[0]["task_name"], "num_records": len(task_rows), **metrics(task_rows)}
                 for task in tasks for task_rows in [[row for row in rows if row["task_fingerprint"] == task]]}
@@ -31,7 +33,9 @@ def judge(rows: Sequence[Mapping[str, Any]]) -> dict[str, Any]:
     cold, calibrated = overall["cold_start"], overall["calibrated"]
     # NaN (too few distinct records) does not block
     spearman_kept = not (calibrated["spearman"] < cold["spearman"] - SPEARMAN_TOLERANCE)
-    return {"overall": overall, "tasks": per_task, "helps": calibrated["mae"] < cold["mae"] and spearman_kept}
+    enough = len(rows) >= MIN_POINTS and len(tasks) >= 2
+    return {"overall": overall, "tasks": per_task, "enough": enough,
+            "helps": enough and calibrated["mae"] < cold["mae"] and spearman_kept}
 
 
 def metrics(rows: Sequence[Mapping[str, Any]]) -> dict[str, dict[str, float]]:
@@ -40,7 +44,7 @@ def metrics(rows: Sequence[Mapping[str, Any]]) -> dict[str, dict[str, float]]:
     for name in NAMES:
         predicted = np.array([row[name] for row in rows])
         low, high = np.array([row[f"{name}_low"] for row in rows]), np.array([row[f"{name}_high"] for row in rows])
-        distinct = len(measured) >= 2 and np.ptp(measured) > 0 and np.ptp(predicted) > 0
+        distinct = len(measured) >= MIN_POINTS and np.ptp(measured) > 0 and np.ptp(predicted) > 0
         out[name] = {"mae": float(np.mean(np.abs(predicted - measured))),
                      "spearman": float(stats.spearmanr(predicted, measured).statistic) if distinct else math.nan,
                      "coverage": float(np.mean((low <= measured) & (measured <= high)))}
@@ -72,8 +76,13 @@ def format_calibration(result: Mapping[str, Any]) -> Table:
     table.add_section()
     table.add_row("all", str(result["num_records"]), *cells(result["overall"]), style="bold")
     cold, calibrated = result["overall"]["cold_start"], result["overall"]["calibrated"]
-    verdict = ("calibration helps: the ranking uses the calibrated model" if result["helps"] else
-               "calibration does not help yet: the ranking keeps the cold start")
+    if not result["enough"]:
+        verdict = (f"too few measured transfers to judge ({result['num_records']} on {result['num_tasks']} task(s); "
+                   f"at least {MIN_POINTS} on 2 tasks): the ranking keeps the cold start")
+    elif result["helps"]:
+        verdict = "calibration helps: the ranking uses the calibrated model"
+    else:
+        verdict = "calibration does not help yet: the ranking keeps the cold start"
     table.caption = (f"{verdict} (MAE {cold['mae']:.2f} → {calibrated['mae']:.2f} points, Spearman "
                      f"{cold['spearman']:+.2f} → {calibrated['spearman']:+.2f}); cover = share of measured "
                      "accuracies inside the predicted interval")
