@@ -18,8 +18,11 @@ from benchmarks.settings import BENCH_CONF_DIR
 @hydra.main(version_base="1.3", config_path=str(BENCH_CONF_DIR), config_name="bench")
 def main(cfg: DictConfig) -> None:
     """``python -m automl.bench [bench.targets=[digits,glyphs]] [bank=...] [bench.paper.oracle_csv=...]``."""
-    run_command(lambda: run_bench(resolve(cfg), Path(HydraConfig.get().runtime.output_dir)),
-                hint="python -m automl.bench --help lists the settings",
+    def bench() -> None:
+        settings = resolve(cfg)
+        run_bench(settings, Path(HydraConfig.get().runtime.output_dir), publish=settings.bench.docs)
+
+    run_command(bench, hint="python -m automl.bench --help lists the settings",
                 resume="the oracle fits measured so far are in the history; rerun the same command to resume")
 
 

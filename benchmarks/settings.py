@@ -63,7 +63,7 @@ class BenchSettings:
     plasticity: list[str] | None = None  # scores ensembled with depth/50 (null: every score, []: none)
     scatter: list[str] | None = None  # methods in scatter.png (null: linear, knn, parc and the predictor)
     trust_pickle: bool = False  # the paper's probe sets are pickles, which run code when loaded
-    docs: bool = True  # write the figures' page of docs/results/ (ranking.md, end-to-end.md) too
+    docs: bool = True  # the command also writes the figures' page of docs/results/ (ranking.md, end-to-end.md)
     paper: PaperSettings = field(default_factory=PaperSettings)
 
     def __post_init__(self) -> None:

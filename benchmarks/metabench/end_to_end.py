@@ -74,7 +74,7 @@ def brute_force(meta_dir: Path) -> dict[tuple[str, str], dict]:
     return out
 
 
-def run_end_to_end(settings: BenchRunSettings, run_dir: Path, console: Console) -> list[dict]:
+def run_end_to_end(settings: BenchRunSettings, run_dir: Path, console: Console, publish: bool = False) -> list[dict]:
     meta_dir = Path(settings.bench.meta_dir) if settings.bench.meta_dir else DATA_DIR
     baseline = brute_force(meta_dir)
     banks = checked_names(settings.bench.banks, list(BANKS), "bench.banks", list(BANKS))
@@ -99,7 +99,7 @@ def run_end_to_end(settings: BenchRunSettings, run_dir: Path, console: Console) 
             write_results_csv(run_dir / "end_to_end.csv", rows)  # after every run: a long benchmark keeps its rows
     text = end_to_end_table(rows, settings.bench.pipeline)
     atomic_write_text(run_dir / "end_to_end.md", text + "\n")
-    if settings.bench.docs:
+    if publish:
         write_page("end-to-end", "The pipeline's model against brute force", text)
     console.print(text)
     return rows

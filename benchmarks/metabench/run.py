@@ -45,7 +45,7 @@ class BenchResult:
     files: dict[str, Path]
 
 
-def _run_meta(settings: BenchRunSettings, run_dir: Path, console: Console) -> BenchResult:
+def _run_meta(settings: BenchRunSettings, run_dir: Path, console: Console, publish: bool) -> BenchResult:
     """Rank methods judged held-out on the meta-benchmark's data (:mod:`benchmarks.metabench.meta`)."""
     own = _own_data(settings)
     if own:  # the meta-benchmark reads neither: a user's bank or targets would be silently ignored
@@ -76,7 +76,7 @@ def _run_meta(settings: BenchRunSettings, run_dir: Path, console: Console) -> Be
                          markdown_table(bank_header, bank_cells, numbers_right=True)])
     files = {"csv": write_results_csv(run_dir / "bench_results.csv", rows),
              "table": atomic_write_text(run_dir / "bench_table.md", text + "\n")}
-    if settings.bench.docs:
+    if publish:
         files["page"] = write_page("ranking", "Ranking methods on the meta-benchmark, held out",
                                    text.split("\n", 1)[1])
     printer = wide(console, width=180)
@@ -98,9 +98,10 @@ def _own_data(settings: BenchRunSettings) -> str:
     return f"bench.targets[{own_targets[0]}]" if own_targets else ""
 
 
-def run_bench(settings: BenchRunSettings, run_dir: str | Path, console: Console | None = None
-              ) -> BenchResult | None:
-    """Run the benchmark ``settings`` describe (``conf/bench.yaml``) and write its outputs to ``run_dir``."""
+def run_bench(settings: BenchRunSettings, run_dir: str | Path, console: Console | None = None, *,
+              publish: bool = False) -> BenchResult | None:
+    """Run the benchmark ``settings`` describe (``benchmarks/conf/bench.yaml``) and write its outputs to
+    ``run_dir``; with ``publish`` also the page of ``docs/results/`` that holds its figures."""
     console = console or Console()
     run_dir = Path(run_dir)
     run_dir.mkdir(parents=True, exist_ok=True)
@@ -108,10 +109,10 @@ def run_bench(settings: BenchRunSettings, run_dir: str | Path, console: Console 
         console.print(f"meta-benchmark data: {build_meta(settings)}")
         return None
     if settings.bench.mode == "end_to_end":
-        run_end_to_end(settings, run_dir, console)
+        run_end_to_end(settings, run_dir, console, publish)
         return None
     if settings.bench.data == "meta":
-        return _run_meta(settings, run_dir, console)
+        return _run_meta(settings, run_dir, console, publish)
     bench, rank = settings.bench, settings.rank
     score_names = rank.score_names
     plasticity = checked_names(bench.plasticity, score_names, "bench.plasticity", score_names)
