@@ -26,7 +26,7 @@ from automl.transferability import available
 pytestmark = [pytest.mark.filterwarnings("ignore:.*isinstance.treespec, LeafSpec:FutureWarning"),  # Lightning's
               pytest.mark.filterwarnings("ignore::UserWarning")]
 
-REPO = Path(__file__).resolve().parent.parent
+REPO = Path(__file__).resolve().parents[2]
 # A few batches of one or two epochs: real fits, seconds each.
 QUICK_FINETUNE = ["finetune.limit_train_batches=3", "finetune.max_epochs=2", "finetune.first_rung=2",
                   "finetune.default_hparams.epochs=2", "finetune.progress_bar=false", "probe.budget=120"]

@@ -22,7 +22,7 @@ from automl.images.tasks import load_task
 from automl.settings import BankSettings, FinetuneSettings, Hparams, compose, resolve
 from benchmarks.metabench.tables import write_results_csv
 
-BENCHMARKS = Path(__file__).resolve().parent.parent / "benchmarks"
+BENCHMARKS = Path(__file__).resolve().parents[2] / "benchmarks"
 SCRIPTS = sorted(f"{path.parent.name}.{path.stem}" for folder in ("speed", "studies")
                  for path in (BENCHMARKS / folder).glob("*.py") if not path.stem.startswith("_"))
 

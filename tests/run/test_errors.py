@@ -29,7 +29,7 @@ from benchmarks.settings import compose_bench
 pytestmark = [pytest.mark.filterwarnings("ignore:.*isinstance.treespec, LeafSpec:FutureWarning"),
               pytest.mark.filterwarnings("ignore::UserWarning")]
 
-REPO = Path(__file__).resolve().parent.parent
+REPO = Path(__file__).resolve().parents[2]
 QUICK = ["finetune.limit_train_batches=2", "finetune.max_epochs=2", "finetune.first_rung=2",
          "finetune.default_hparams.epochs=2", "finetune.progress_bar=false", "probe.budget=100", "device=cpu",
          "finetune.torch_threads=1"]

@@ -27,7 +27,7 @@ from benchmarks.settings import OracleSettings, compose_bench
 pytestmark = [pytest.mark.filterwarnings("ignore:.*isinstance.treespec, LeafSpec:FutureWarning"),  # Lightning's
               pytest.mark.filterwarnings("ignore::scipy.stats.NearConstantInputWarning")]  # tiny oracles tie
 
-REPO = Path(__file__).resolve().parent.parent
+REPO = Path(__file__).resolve().parents[2]
 ARCHS = {"resnet_a": ("test_resnet", {}), "effnet_a": ("test_efficientnet", {}), "convnext_a": ("test_convnext", {})}
 
 

@@ -39,7 +39,7 @@ from automl.settings import FinetuneSettings, Hparams, SettingsError, compose, r
 
 pytestmark = pytest.mark.filterwarnings("ignore:.*isinstance.treespec, LeafSpec:FutureWarning")  # Lightning's
 
-REPO = Path(__file__).resolve().parent.parent
+REPO = Path(__file__).resolve().parents[2]
 MODELS = {"effnet_a": ("test_efficientnet", {}), "convnext_a": ("test_convnext", {})}
 
 
