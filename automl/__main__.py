@@ -14,16 +14,18 @@ from automl.settings import CONF_DIR, resolve  # importing it registers the sche
 
 @hydra.main(version_base="1.3", config_path=str(CONF_DIR), config_name="config")
 def main(cfg: DictConfig) -> float | None:
+    run_dir = Path(HydraConfig.get().runtime.output_dir)
+
     def run_stages() -> float | None:
         # imported here: torch, timm and Lightning take seconds that --help and config errors do not need
         from automl.run.stages import run
 
-        return run(resolve(cfg), Path(HydraConfig.get().runtime.output_dir)).best_val_accuracy
+        return run(resolve(cfg), run_dir).best_val_accuracy
 
-    return run_command(run_stages,
+    return run_command(run_stages, run_dir=run_dir,
                        hint="python -m automl --help lists the settings",
-                       resume="caches, finished trials and the history are kept, a running trial is queued "
-                              "again; rerun the same command to resume")
+                       resume="caches, finished trials and the history are kept, a running trial continues "
+                              "from its last epoch; rerun the same command to resume")
 
 
 if __name__ == "__main__":

@@ -24,7 +24,7 @@ from hydra.errors import HydraException
 from omegaconf import DictConfig, OmegaConf, open_dict
 from omegaconf.errors import OmegaConfBaseException
 
-from automl._cli import user_error_text
+from automl._cli import discard_if_empty, user_error_text
 from automl.errors import AutomlError
 from automl.settings import AutomlSettings, SettingsError, compose, resolve
 
@@ -128,7 +128,12 @@ def fit(*overrides: str, run_dir: str | Path | None = None, config_dir: str | Pa
             made = run(resolved, run_dir)
         except AutomlError as exc:
             log.error(user_error_text(exc))
-            raise
+            failed = exc
+        else:
+            failed = None
+    if failed is not None:  # after the log is closed: a folder the run left empty goes
+        discard_if_empty(run_dir)
+        raise failed
     outcome = made.outcome
     best = outcome.best if outcome is not None else None
     return Result(run_dir=run_dir, settings=resolved, ranking=made.ranking,

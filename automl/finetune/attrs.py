@@ -10,3 +10,5 @@ DATA_CONFIG = "data_config"  # the model's input pipeline
 WEIGHTS = "weights"  # path of the best-epoch weights (COMPLETE trials)
 TEST_PREDICTIONS = "test_predictions"  # path of the .npy of the class given to each test image (COMPLETE trials)
 REFIT = "refit"  # on the study: what the refit of the best trial measured and where its files are
+RESUMES = "resumes"  # the trial whose fit this one continues (its own number on a first run): names the checkpoint
+RESUMED_AT = "resumed_at_epoch"  # the 0-based epoch a retried trial's fit continued at, from the checkpoint

@@ -15,18 +15,22 @@ import contextlib
 import dataclasses
 import logging
 import math
+import re
 import signal
 import threading
 import time
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import lightning.pytorch as pl
 import numpy as np
 import optuna
 import torch
+from lightning.pytorch.loggers import Logger
 
+from automl._fileio import atomic_path
 from automl.bank import BankEntry, create_model, resolve_data_config
 from automl.deploy.exported import EVAL_BATCH_SIZE, predict_proba
 from automl.finetune.data import TaskDataModule
@@ -50,11 +54,13 @@ class FitResult:
     seconds: float  # wall time: build, fit and test evaluation
     best_state: dict[str, torch.Tensor]  # the best epoch's state dict, on the CPU
     data_config: dict[str, Any]  # the model's input pipeline (input_size, mean, std, ...)
+    resumed_at: int | None = None  # the 0-based epoch this call started at, when it continued a checkpoint
 
 
 def fit_once(entry: BankEntry, task: Task, hparams: Hparams, settings: FinetuneSettings | None = None, *,
              device: str = "cpu", seed: int = 0, progress_bar: bool | None = None,
-             callbacks: Sequence[pl.Callback] = (), refit: bool = False) -> FitResult:
+             callbacks: Sequence[pl.Callback] = (), refit: bool = False, checkpoint: Path | None = None,
+             logger: Logger | None = None, label: str | None = None) -> FitResult:
     """Fine-tune ``entry`` on ``task`` with ``hparams``; return the best epoch and its test accuracy.
 
     With ``refit``, train on the training and validation images together for the planned epochs (a
@@ -70,8 +76,14 @@ def fit_once(entry: BankEntry, task: Task, hparams: Hparams, settings: FinetuneS
         device: ``cpu``, ``cuda[:i]`` or ``mps`` (already resolved, not ``auto``).
         seed: seeds Python, numpy, torch and the loader workers before the model is built.
         progress_bar: overrides ``settings.progress_bar`` (e.g. off under another progress display).
+        label: what the progress line calls the fit (default: the model's name).
         callbacks: extra Lightning callbacks (e.g. Optuna's pruning callback); an exception they raise
             (``optuna.TrialPruned``) propagates.
+        checkpoint: where the fit keeps its whole state after every epoch (model, optimizer, schedule,
+            loop position, the best epoch so far, RNG), so that a fit interrupted (Ctrl-C, a killed process)
+            continues from its last finished epoch, exactly as if it had not stopped, when called again with
+            the same arguments. Removed once the fit ends (done, pruned or failed); kept on Ctrl-C.
+        logger: a Lightning logger for the fit's metrics (``train_loss`` per step, ``val_acc`` per epoch).
 
     Raises:
         RuntimeError: no validation epoch finished (nothing to keep).
@@ -87,10 +99,21 @@ def fit_once(entry: BankEntry, task: Task, hparams: Hparams, settings: FinetuneS
                                 drop_last=hparams.mixing,  # mixing pairs up a batch: a last batch of 1 cannot be mixed
                                 pin_memory=device.startswith("cuda"))
     module = FinetuneModule(model, task.num_classes, hparams, channels_last=settings.channels_last)
+    resume = checkpoint if checkpoint is not None and checkpoint.is_file() else None
+    if checkpoint is not None:
+        callbacks = [*callbacks, EpochCheckpoint(checkpoint)]
     trainer = make_trainer(hparams.epochs, device, precision=settings.precision, callbacks=callbacks,
                            limit_train_batches=settings.limit_train_batches, validate=not refit,
-                           progress_bar=settings.progress_bar if progress_bar is None else progress_bar)
-    _fit_interruptibly(trainer, module, datamodule)
+                           progress_bar=settings.progress_bar if progress_bar is None else progress_bar,
+                           label=label or entry.name, logger=logger)
+    try:
+        _fit_interruptibly(trainer, module, datamodule, resume)
+    except KeyboardInterrupt:
+        raise  # the checkpoint stays: the next call continues from it
+    except BaseException:
+        _remove(checkpoint)
+        raise
+    _remove(checkpoint)
     if refit:
         module.best_state = cpu_state(model)
         module.best_epoch = hparams.epochs - 1
@@ -110,6 +133,7 @@ def fit_once(entry: BankEntry, task: Task, hparams: Hparams, settings: FinetuneS
         seconds=time.monotonic() - start,
         best_state=module.best_state,
         data_config=datamodule.data_config,
+        resumed_at=module.resumed_at,
     )
 
 
@@ -132,8 +156,28 @@ def with_validation_in_training(task: Task) -> Task:
     return dataclasses.replace(task, splits={**task.splits, "train": merged}, fingerprint=f"{task.fingerprint}+val")
 
 
-def _fit_interruptibly(trainer: pl.Trainer, module: pl.LightningModule, datamodule: pl.LightningDataModule) -> None:
-    """``trainer.fit`` with Ctrl-C kept a KeyboardInterrupt.
+class EpochCheckpoint(pl.Callback):
+    """After every training epoch (its validation included), the fit's whole state written to ``path`` in one
+    rename: Lightning's checkpoint (model, optimizer, schedule, loops) and the module's own
+    (:meth:`FinetuneModule.on_save_checkpoint`: best epoch, curve, RNG)."""
+
+    def __init__(self, path: Path):
+        self.path = path
+
+    def on_train_epoch_end(self, trainer: pl.Trainer, module: pl.LightningModule) -> None:
+        with atomic_path(self.path) as tmp:
+            trainer.save_checkpoint(tmp)
+
+
+def _remove(path: Path | None) -> None:
+    if path is not None:
+        path.unlink(missing_ok=True)
+
+
+def _fit_interruptibly(trainer: pl.Trainer, module: pl.LightningModule, datamodule: pl.LightningDataModule,
+                       checkpoint: Path | None = None) -> None:
+    """``trainer.fit`` (from ``checkpoint`` when given; read with ``weights_only``) with Ctrl-C kept a
+    KeyboardInterrupt.
 
     Lightning answers Ctrl-C by ignoring SIGINT for good and raising ``SystemExit(1)``: a caller could not
     tell it from a real exit, and the process would be deaf to the next Ctrl-C. The handler is restored
@@ -142,7 +186,7 @@ def _fit_interruptibly(trainer: pl.Trainer, module: pl.LightningModule, datamodu
     in_main_thread = threading.current_thread() is threading.main_thread()
     handler = signal.getsignal(signal.SIGINT)
     try:
-        trainer.fit(module, datamodule=datamodule)
+        trainer.fit(module, datamodule=datamodule, ckpt_path=checkpoint, weights_only=True)
     except SystemExit as exc:
         if trainer.interrupted:
             raise KeyboardInterrupt from exc
@@ -164,12 +208,15 @@ def torch_threads(threads: int | None) -> Iterator[None]:
         torch.set_num_threads(previous)
 
 
-class quiet_libraries:
-    """Per-fit chatter off: Optuna's own trial lines (the search logs its own; failures still warn, but
-    Ctrl-C is not a failure worth a traceback: the command says how to resume) and Lightning's device
-    banner, printed once per Trainer."""
+_OPTUNA_TRIAL_FAILED = re.compile(r"Trial \d+ failed with ")
 
-    _LOGGERS = ("lightning.pytorch.utilities.rank_zero", "lightning.pytorch.accelerators.cuda")
+
+class quiet_libraries(contextlib.ContextDecorator):
+    """Per-fit chatter off: Optuna's own trial lines (the search logs its own, failures included) and
+    Lightning's banners (devices, tips, checkpoint restores), printed once per Trainer."""
+
+    _LOGGERS = ("lightning.pytorch.utilities.rank_zero", "lightning.pytorch.accelerators.cuda",
+                "lightning.pytorch.trainer.connectors.checkpoint_connector")
 
     def __enter__(self) -> None:
         self._optuna = optuna.logging.get_verbosity()
@@ -178,16 +225,18 @@ class quiet_libraries:
         for name in self._LOGGERS:
             logging.getLogger(name).setLevel(logging.WARNING)
         for handler in logging.getLogger("optuna").handlers:  # a logger's filter would miss its children's records
-            handler.addFilter(_no_interrupt_traceback)
+            handler.addFilter(_not_a_failed_trial)
 
     def __exit__(self, *exc: object) -> None:
         optuna.logging.set_verbosity(self._optuna)
         for name, level in self._levels.items():
             logging.getLogger(name).setLevel(level)
         for handler in logging.getLogger("optuna").handlers:
-            handler.removeFilter(_no_interrupt_traceback)
+            handler.removeFilter(_not_a_failed_trial)
 
 
-def _no_interrupt_traceback(record: logging.LogRecord) -> bool:
-    """Drop Optuna's "trial failed" warning when what failed it was Ctrl-C."""
-    return not (record.exc_info and isinstance(record.exc_info[1], KeyboardInterrupt))
+def _not_a_failed_trial(record: logging.LogRecord) -> bool:
+    """Drop Optuna's own "Trial N failed with ..." warnings (a traceback, then "failed with value None"): the
+    search logs every trial's outcome and reason itself, its traceback goes to the run's log, and Ctrl-C is
+    not a failure worth one."""
+    return not _OPTUNA_TRIAL_FAILED.match(record.getMessage())

@@ -10,18 +10,24 @@ Trainer the search and the benchmark both use.
 from __future__ import annotations
 
 import math
+import random
 import warnings
 from collections.abc import Sequence
+from pathlib import Path
 from typing import Any
 
 import lightning.pytorch as pl
+import numpy as np
 import torch
+from lightning.pytorch.loggers import CSVLogger, Logger, MLFlowLogger, TensorBoardLogger
+from rich.progress import BarColumn, Progress, TextColumn, TimeRemainingColumn
 from timm.data import Mixup
 from timm.loss import SoftTargetCrossEntropy
 from timm.models import group_parameters
 from timm.optim import create_optimizer_v2
 from torch import nn
 
+from automl._progress import live_progress
 from automl.bank.meta import forward_mflops
 from automl.settings import STRATEGIES, Hparams
 
@@ -146,6 +152,7 @@ class FinetuneModule(pl.LightningModule):
         self.val_curve: list[float] = []  # validation accuracy (percent) after each epoch
         self.images_seen = 0  # training images processed (the compute a fit used)
         self.mflops: float | None = None  # forward MFLOPs per training image, measured when training starts
+        self.resumed_at: int | None = None  # 0-based epoch the fit continued at from a checkpoint
         self._correct = self._seen = None
 
     def forward(self, images: torch.Tensor) -> torch.Tensor:
@@ -199,9 +206,42 @@ class FinetuneModule(pl.LightningModule):
             self.best_val_acc, self.best_epoch = accuracy, self.current_epoch
             self.best_state = cpu_state(self.model)
 
+    # Lightning's checkpoint holds the model, optimizer, schedule and loops; the module adds what it tracks
+    # itself and the random state, so that a resumed fit draws the same batches and augmentations.
+    _TRACKED = ("best_val_acc", "best_epoch", "best_state", "epochs_validated", "val_curve", "images_seen")
+
+    def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        checkpoint["automl"] = {**{name: getattr(self, name) for name in self._TRACKED}, "rng": rng_state()}
+
+    def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        state = checkpoint["automl"]
+        for name in self._TRACKED:
+            setattr(self, name, state[name])
+        set_rng_state(state["rng"])
+        self.resumed_at = self.epochs_validated
+
     def configure_optimizers(self) -> dict[str, Any]:
         optimizer, scheduler = build_optimizer(self.model, self.hp, int(self.trainer.estimated_stepping_batches))
         return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": "step"}}
+
+
+def rng_state() -> dict[str, Any]:
+    """Python's, numpy's, torch's and every CUDA device's random state, as plain types and tensors (what
+    ``torch.load(weights_only=True)`` reads back)."""
+    kind, keys, position, has_gauss, gauss = np.random.get_state()  # noqa: NPY002 (timm's Mixup draws from it)
+    return {"python": random.getstate(), "numpy": [kind, torch.from_numpy(keys.copy()), position, has_gauss, gauss],
+            "torch": torch.get_rng_state(), "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else []}
+
+
+def set_rng_state(state: dict[str, Any]) -> None:
+    """Restore what :func:`rng_state` took."""
+    version, internal, gauss = state["python"]
+    random.setstate((version, tuple(internal), gauss))
+    kind, keys, position, has_gauss, gauss = state["numpy"]
+    np.random.set_state((kind, keys.numpy(), position, has_gauss, gauss))  # noqa: NPY002
+    torch.set_rng_state(state["torch"])
+    if state["cuda"] and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(state["cuda"])
 
 
 def cpu_state(model: nn.Module) -> dict[str, torch.Tensor]:
@@ -221,12 +261,61 @@ def precision_for(device: str, precision: str = "auto") -> str:
     return "32-true"
 
 
+def make_logger(kind: str, folder: Path, name: str, mlflow_uri: str | None = None) -> Logger | None:
+    """The Lightning logger ``finetune.logger`` names for one fit called ``name``: CSV or TensorBoard files in
+    ``folder/<name>/``, an MLflow run (experiment ``folder``'s run, tracking at ``mlflow_uri`` or
+    ``file:<folder>/../mlruns``), or None for ``none``."""
+    if kind == "csv":
+        return CSVLogger(save_dir=folder, name=name, version="")
+    if kind == "tensorboard":
+        return TensorBoardLogger(save_dir=folder, name=name, version="", default_hp_metric=False)
+    if kind == "mlflow":
+        return MLFlowLogger(experiment_name=folder.parent.name, run_name=name,
+                            tracking_uri=mlflow_uri or f"file:{folder.parent / 'mlruns'}")
+    return None
+
+
+class FitProgress(pl.Callback):
+    """One live line per fit, in place of Lightning's bars (which count epochs from 0 and stack up): ``label``,
+    a bar over every training batch of every epoch, ``epoch e/E`` (from 1), the last and best validation
+    accuracy, and the time left. Transient: the caller logs the outcome."""
+
+    def __init__(self, label: str):
+        self.label = label
+        self.progress: Progress | None = None
+
+    def on_train_start(self, trainer: pl.Trainer, module: FinetuneModule) -> None:
+        per_epoch = max(1, int(trainer.num_training_batches))
+        self.progress = live_progress(TextColumn("{task.description}"), BarColumn(bar_width=16),
+                                      TextColumn("epoch {task.fields[epoch]}/{task.fields[epochs]} {task.fields[val]}"),
+                                      TimeRemainingColumn(compact=True), transient=True)
+        self.progress.start()
+        self.task = self.progress.add_task(self.label, total=per_epoch * trainer.max_epochs,
+                                           completed=per_epoch * module.epochs_validated,
+                                           epoch=module.epochs_validated + 1, epochs=trainer.max_epochs, val="")
+
+    def on_train_batch_end(self, trainer: pl.Trainer, *args: Any) -> None:
+        if self.progress is not None:
+            self.progress.advance(self.task)
+
+    def on_validation_end(self, trainer: pl.Trainer, module: FinetuneModule) -> None:
+        if self.progress is not None and not trainer.sanity_checking and module.val_curve:
+            self.progress.update(self.task, epoch=min(module.epochs_validated + 1, trainer.max_epochs),
+                                 val=f"val {module.val_curve[-1]:.1f}% best {module.best_val_acc:.1f}%")
+
+    def teardown(self, trainer: pl.Trainer, module: pl.LightningModule, stage: str) -> None:
+        if self.progress is not None:
+            self.progress.stop()
+            self.progress = None
+
+
 def make_trainer(epochs: int, device: str, *, precision: str = "auto", callbacks: Sequence[pl.Callback] = (),
-                 limit_train_batches: int | float | None = None, progress_bar: bool = True,
-                 validate: bool = True) -> pl.Trainer:
-    """A single-device Trainer for one trial: no logger files, no checkpoints (the module keeps the best
-    weights), no sanity validation, no validation at all without ``validate``; ``device`` is ``cpu``,
-    ``cuda[:i]`` or ``mps``."""
+                 limit_train_batches: int | float | None = None, progress_bar: bool = True, label: str = "fit",
+                 validate: bool = True, logger: Logger | None = None) -> pl.Trainer:
+    """A single-device Trainer for one trial: the given logger only, no checkpoints of its own (the module
+    keeps the best weights), no sanity validation, no validation at all without ``validate``, and with
+    ``progress_bar`` one :class:`FitProgress` line called ``label``; ``device`` is ``cpu``, ``cuda[:i]`` or
+    ``mps``."""
     accelerator, _, index = device.partition(":")
     accelerator = {"cuda": "gpu"}.get(accelerator, accelerator)
     with warnings.catch_warnings():
@@ -236,11 +325,11 @@ def make_trainer(epochs: int, device: str, *, precision: str = "auto", callbacks
             accelerator=accelerator,
             devices=[int(index)] if index else 1,
             precision=precision_for(device, precision),
-            callbacks=list(callbacks),
-            logger=False,
+            callbacks=[*callbacks, *([FitProgress(label)] if progress_bar else [])],
+            logger=logger or False,
             enable_checkpointing=False,
             enable_model_summary=False,
-            enable_progress_bar=progress_bar,
+            enable_progress_bar=False,
             num_sanity_val_steps=0,
             limit_train_batches=limit_train_batches,
             limit_val_batches=None if validate else 0,

@@ -24,15 +24,18 @@ from automl.finetune.attrs import (
     INTERRUPTED,
     MODEL_PARAM,
     OVER_BUDGET,
+    RESUMED_AT,
+    RESUMES,
     TEST_PREDICTIONS,
     WEIGHTS,
 )
 from automl.finetune.budget import Budget, counts
 from automl.finetune.fit import FitResult, fit_once
-from automl.finetune.module import FinetuneModule
+from automl.finetune.module import FinetuneModule, make_logger
 from automl.finetune.outcome import finished_results, write_csv
 from automl.finetune.results import TrialResult
 from automl.finetune.space import SearchSpace
+from automl.finetune.study import requeue
 from automl.images.tasks import Task
 from automl.settings import FinetuneSettings, Hparams
 
@@ -40,9 +43,10 @@ log = logging.getLogger(__name__)
 
 
 class _TrialProgress(pl.Callback):
-    """After every validation epoch: a log line (a long trial is never silent in the run's log), and the
-    epochs trained and best validation accuracy so far recorded on the trial, so that a pruned or failed
-    trial keeps them (the module's own hook has run by then)."""
+    """After every validation epoch: a line in the run's log (a long trial is never silent there; the
+    console shows the fit's progress line instead), and the epochs trained and best validation accuracy so
+    far recorded on the trial, so that a pruned or failed trial keeps them (the module's own hook has run
+    by then)."""
 
     def __init__(self, trial: optuna.Trial, model: str):
         self.trial, self.model = trial, model
@@ -57,7 +61,7 @@ class _TrialProgress(pl.Callback):
         self.trial.set_user_attr("train_images", module.images_seen)
         self.trial.set_user_attr("mflops", round(module.mflops, 4))
         loss = trainer.callback_metrics.get("train_loss")
-        log.info("trial %d %s: epoch %d/%d, val %.2f%% (best %.2f%%), train loss %s, %.1f s", self.trial.number,
+        log.debug("trial %d %s: epoch %d/%d, val %.2f%% (best %.2f%%), train loss %s, %.1f s", self.trial.number,
                  self.model, module.epochs_validated, trainer.max_epochs, trainer.callback_metrics["val_acc"],
                  module.best_val_acc, "-" if loss is None else f"{float(loss):.3f}", time.monotonic() - self.start)
 
@@ -79,27 +83,38 @@ class Objective:
     def objective(self, trial: optuna.Trial) -> float:
         self.budget.admit(trial.study, trial)
         start = time.monotonic()
+        resumes = trial.user_attrs.get(RESUMES, trial.number)  # a retried or re-queued trial continues that fit
+        trial.set_user_attr(RESUMES, resumes)
+        checkpoint = self.artifacts / f"trial-{resumes}.resume.ckpt"
         try:
             params = self.space.suggest(trial)
             values = {**self.defaults, **self.space.fixed, **{k: v for k, v in params.items() if k != MODEL_PARAM}}
             trial.set_user_attr(HPARAMS, values)
             hparams = Hparams.from_mapping(values, where=f"trial {trial.number}")
+            if checkpoint.is_file():
+                log.info("trial %d continues trial %d from its checkpoint", trial.number, resumes)
             result = fit_once(
                 self.candidates[params[MODEL_PARAM]], self.task, hparams, self.settings, device=self.device,
-                seed=self.seed,
+                seed=self.seed, checkpoint=checkpoint, label=f"trial {trial.number} {params[MODEL_PARAM]}",
+                logger=make_logger(self.settings.logger, self.run_dir / "trials", f"trial-{trial.number}",
+                                   self.settings.mlflow_uri),
                 # progress first: a pruned trial keeps the epochs and accuracy it reached
                 callbacks=[_TrialProgress(trial, params[MODEL_PARAM]),
                            PyTorchLightningPruningCallback(trial, monitor="val_acc")])
+            if result.resumed_at is not None:
+                trial.set_user_attr(RESUMED_AT, result.resumed_at)
             self._keep_best(trial, result)
             return result.val_accuracy
         except optuna.TrialPruned:
             raise
         except Exception as exc:
             trial.set_user_attr(FAIL_REASON, f"{type(exc).__name__}: {exc}"[:2000])
+            log.debug("trial %d failed", trial.number, exc_info=True)  # the traceback, for the run's log
             raise
         except KeyboardInterrupt:
             trial.set_user_attr(INTERRUPTED, True)
-            trial.study.enqueue_trial(trial.params)  # run it again on resume, without waiting for staleness
+            # run it again on resume, from its checkpoint, without waiting for the heartbeat to go stale
+            requeue(trial.study, trial.study.get_trials(deepcopy=False)[trial.number])
             raise
         finally:
             trial.set_user_attr("seconds", round(time.monotonic() - start, 3))

@@ -34,7 +34,7 @@ def ensure_refit(study: optuna.Study, best: TrialResult, entry: BankEntry, task:
         return found
     log.info("refit: trial %d (%s) on train + val for %s epochs", best.number, best.model, best.hparams["epochs"])
     result = fit_once(entry, task, Hparams.from_mapping(best.hparams, where=f"trial {best.number}"), settings,
-                      device=device, seed=seed, refit=True)
+                      device=device, seed=seed, refit=True, checkpoint=artifacts / f"refit-{best.number}.resume.ckpt")
     weights = save_weights(result.best_state, artifacts / f"refit-{best.number}.safetensors")
     predictions = artifacts / f"refit-{best.number}.test-predictions.npy"
     with atomic_path(predictions) as tmp:

@@ -13,11 +13,12 @@ from typing import Any
 
 import optuna
 import sqlalchemy.exc
+from optuna.trial import FrozenTrial, TrialState
 
 from automl._storage import SQLITE_TIMEOUT_S, storage_url
 from automl.bank import BankEntry
 from automl.errors import AutomlError
-from automl.finetune.attrs import MODEL_PARAM
+from automl.finetune.attrs import MODEL_PARAM, RESUMES
 from automl.finetune.space import SearchSpace
 from automl.settings import FinetuneSettings
 
@@ -47,7 +48,8 @@ def open_storage(url: str, settings: FinetuneSettings) -> optuna.storages.RDBSto
                 warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
                 return optuna.storages.RDBStorage(
                     storage_url(url), engine_kwargs=engine_kwargs, heartbeat_interval=settings.heartbeat_interval,
-                    grace_period=settings.grace_period, **{_RETRY_KWARG: _RetryStale(max_retry=settings.max_retry)})
+                    grace_period=settings.grace_period, **{_RETRY_KWARG: _RetryStale(max_retry=settings.max_retry,
+                                                    inherit_intermediate_values=True)})
         except sqlalchemy.exc.DBAPIError:
             # Workers starting together on a fresh database race to create Optuna's schema (the
             # loser hits a unique constraint); the next attempt finds it made.
@@ -120,6 +122,16 @@ def join_study(study: optuna.Study, candidates: Sequence[BankEntry], available: 
         raise AutomlError(f"study {study.study_name!r} searches models {recorded}, of which {gone} are not in this "
                           "bank; use the same bank or another finetune.study")
     return [available[name] for name in recorded]
+
+
+def requeue(study: optuna.Study, trial: FrozenTrial) -> None:
+    """Queue ``trial`` to run again as Optuna's stale-trial retry does (same parameters, pruning rungs
+    passed and epochs reported), carrying only which fit it continues (``RESUMES``): an interrupted trial
+    resumes from its checkpoint, judged by the pruner as if it had not stopped."""
+    study.add_trial(optuna.create_trial(
+        state=TrialState.WAITING, params=trial.params, distributions=trial.distributions,
+        user_attrs={RESUMES: trial.user_attrs.get(RESUMES, trial.number)},
+        system_attrs=dict(trial.system_attrs), intermediate_values=dict(trial.intermediate_values)))
 
 
 def warm_start(study: optuna.Study, space: SearchSpace, candidates: Sequence[BankEntry],

@@ -132,7 +132,10 @@ def ranking_table(ranking: Ranking, show: int = 10) -> Table:
                         f"{ranking.predictor}")
     scores = [name for name in ("linear", "knn") if name in ranking.score_names]
     for column in ("#", "model", "source", "predicted %", "80% interval", *scores):
-        table.add_column(column, justify="right" if column not in ("model", "source") else "left")
+        # names wrap rather than being cut: the table fits 80 columns and every name stays whole
+        left = column in ("model", "source")
+        table.add_column(column, justify="left" if left else "right", overflow="fold" if left else "ellipsis",
+                         no_wrap=not left)
     for rank, model in enumerate(ranking.top(show), start=1):
         table.add_row(str(rank), model.name, model.entry.source_name, f"{model.predicted:.1f}",
                       f"{model.low:.1f}–{model.high:.1f}", *(_fmt(model.scores[s], 2) for s in scores))

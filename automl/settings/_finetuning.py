@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import importlib.util
 import math
 import os
 from collections.abc import Mapping
@@ -13,6 +14,8 @@ from automl.settings._checks import SettingsError, check_fields, check_value, ru
 
 OPTIMIZERS = ("adamw", "sgd")
 STRATEGIES = ("full", "partial", "linear_probe")
+LOGGERS = ("none", "csv", "tensorboard", "mlflow")
+LOGGER_PACKAGES = {"tensorboard": ("tensorboard", "tensorboardX"), "mlflow": ("mlflow",)}  # any one will do
 
 
 @dataclass
@@ -115,6 +118,10 @@ class FinetuneSettings:
     torch_threads: int | None = field(default=None, metadata=rule(integer=True, ge=1, optional=True))
     limit_train_batches: Any = None  # cap batches per epoch: an int, a fraction in (0, 1], or null
     progress_bar: bool = True  # Lightning's bar for every fit
+    # Per-trial metrics for the tools people already use: <run>/trials/trial-<n>/ as CSV (metrics.csv),
+    # TensorBoard event files or an MLflow run (each when its package is installed), or none.
+    logger: str = field(default="csv", metadata=rule(choices=LOGGERS))
+    mlflow_uri: str | None = None  # MLflow tracking URI; null: file:<run>/mlruns
     heartbeat_interval: int = field(default=30, metadata=rule(integer=True, ge=1))  # seconds
     grace_period: int = field(default=120, metadata=rule(integer=True, ge=1))  # then a silent trial is retried
     max_retry: int = field(default=2, metadata=rule(integer=True, ge=0))  # retries of a trial whose worker died
@@ -136,6 +143,10 @@ class FinetuneSettings:
             check_value(self.num_workers, "finetune.num_workers", integer=True, ge=0)
         if self.limit_train_batches is not None:
             check_value(self.limit_train_batches, "finetune.limit_train_batches", gt=0)
+        needed = LOGGER_PACKAGES.get(self.logger, ())
+        if needed and not any(importlib.util.find_spec(package) for package in needed):
+            raise SettingsError(f"finetune.logger={self.logger} needs the {needed[0]} package (pip install "
+                                f"{needed[0]}); or finetune.logger=csv")
         if self.grace_period <= self.heartbeat_interval:
             raise SettingsError(f"finetune.grace_period={self.grace_period} must exceed "
                                 f"finetune.heartbeat_interval={self.heartbeat_interval}")
