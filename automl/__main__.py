@@ -9,7 +9,9 @@ from hydra.core.hydra_config import HydraConfig
 from omegaconf import DictConfig
 
 from automl._cli import run_command
-from automl.settings import CONF_DIR, resolve  # importing it registers the schemas and resolvers
+from automl.settings import CONF_DIR, register_run_schemas, resolve
+
+register_run_schemas()
 
 
 @hydra.main(version_base="1.3", config_path=str(CONF_DIR), config_name="config")

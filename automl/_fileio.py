@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import contextlib
 import csv
+import functools
+import hashlib
 import os
 import shutil
 import tempfile
@@ -57,3 +59,18 @@ def read_csv_rows(path: str | os.PathLike) -> list[dict[str, str]]:
     """The rows of the CSV file at ``path`` (header first), each a dict of column -> text."""
     with Path(path).open(newline="") as handle:
         return list(csv.DictReader(handle))
+
+
+def file_sha256(path: str | os.PathLike) -> str:
+    """Hex sha256 of a file, streamed; cached in-process while its (path, size, mtime) is unchanged."""
+    stat = os.stat(path)
+    return _file_sha256(str(Path(path).resolve()), stat.st_size, stat.st_mtime_ns)
+
+
+@functools.lru_cache(maxsize=1024)
+def _file_sha256(path: str, size: int, mtime_ns: int) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as file:
+        for chunk in iter(lambda: file.read(1 << 20), b""):
+            digest.update(chunk)
+    return digest.hexdigest()

@@ -13,10 +13,11 @@ from automl._fileio import absolute_path
 SQLITE_TIMEOUT_S = 120.0  # how long a writer waits for SQLite's write lock (Optuna and the history alike)
 
 
-def storage_url(url: str) -> str:
+def storage_url(url: str, *, make_folder: bool = True) -> str:
     """The SQLAlchemy URL every component (Optuna, history) opens for the ``storage`` setting.
 
-    A relative SQLite path is made absolute (so every worker opens the same file) and its folder created.
+    A relative SQLite path is made absolute (so every worker opens the same file) and, with
+    ``make_folder``, its folder created (opening it needs the folder; naming it does not).
     SQLAlchemy 2.1 maps a plain ``postgresql://`` to psycopg 3; when only psycopg2 is installed (the
     ``postgres`` extra) the URL names it explicitly.
     """
@@ -28,10 +29,8 @@ def storage_url(url: str) -> str:
         return parsed.set(drivername="postgresql+psycopg2").render_as_string(hide_password=False)
     prefix = "sqlite:///"
     if url.startswith(prefix) and not url.startswith(prefix + "/") and url != prefix + ":memory:":
-        path = absolute_path(url[len(prefix):])
-        path.parent.mkdir(parents=True, exist_ok=True)
-        return prefix + str(path)
-    if url.startswith(prefix + "/"):
+        url = prefix + str(absolute_path(url[len(prefix):]))
+    if make_folder and url.startswith(prefix + "/"):
         Path(url[len(prefix):]).parent.mkdir(parents=True, exist_ok=True)
     return url
 
@@ -43,6 +42,13 @@ def storage_slug(url: str) -> str:
 
     digest = hashlib.sha256(redact_url(url).encode()).hexdigest()[:10]
     return f"{make_url(url).get_backend_name()}-{digest}"
+
+
+def has_password(url: str) -> bool:
+    """Whether ``url`` carries a password (then it is not written into files such as a run's record)."""
+    from sqlalchemy import make_url
+
+    return make_url(url).password is not None
 
 
 def redact_url(url: str) -> str:

@@ -19,6 +19,7 @@ from automl.settings import (
     SettingsError,
     check_fields,
     compose,
+    register_run_schemas,
     rule,
 )
 
@@ -82,6 +83,7 @@ class BenchRunSettings(RunSettings):
     bench: BenchSettings = field(default_factory=BenchSettings)
 
 
+register_run_schemas()
 ConfigStore.instance().store(name="bench_schema", node=BenchRunSettings)
 OmegaConf.register_new_resolver("automl_conf_dir", lambda: str(CONF_DIR), replace=True)
 

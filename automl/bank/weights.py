@@ -11,9 +11,6 @@ from __future__ import annotations
 
 import contextlib
 import difflib
-import functools
-import hashlib
-import os
 import pickle
 from collections.abc import Iterator, Mapping
 from pathlib import Path
@@ -23,6 +20,7 @@ import timm
 import torch
 from torch import nn
 
+from automl._fileio import file_sha256
 from automl.bank.manifest import BankEntry, BankError
 
 
@@ -134,19 +132,6 @@ def _check_fits(state: Mapping[str, torch.Tensor], model: nn.Module, entry: Bank
                         f"{unexpected[:3]}{hint}")
 
 
-def file_sha256(path: str | os.PathLike) -> str:
-    """Hex sha256 of a file, streamed; cached in-process while its (path, size, mtime) is unchanged."""
-    stat = os.stat(path)
-    return _file_sha256(str(Path(path).resolve()), stat.st_size, stat.st_mtime_ns)
-
-
-@functools.lru_cache(maxsize=1024)
-def _file_sha256(path: str, size: int, mtime_ns: int) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as file:
-        for chunk in iter(lambda: file.read(1 << 20), b""):
-            digest.update(chunk)
-    return digest.hexdigest()
 
 
 def verified_digest(entry: BankEntry) -> str:

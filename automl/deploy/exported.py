@@ -29,8 +29,7 @@ import timm
 import torch
 from torch import nn
 
-from automl._fileio import atomic_path, atomic_write_text
-from automl.bank import file_sha256
+from automl._fileio import atomic_path, atomic_write_text, file_sha256
 from automl.errors import AutomlError
 from automl.images.pixels import normalize
 

@@ -23,11 +23,11 @@ import logging
 import os
 import shutil
 import tempfile
-from dataclasses import dataclass
+from collections.abc import Mapping
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
-from sklearn.model_selection import train_test_split
 
 from automl.errors import AutomlError
 from automl.images import synthetic
@@ -66,6 +66,8 @@ class Task:
     root: Path
     median_side: int  # median of min(width, height) over the train images, in pixels
     cache_dir: Path | None = None  # where what is derived from the images (scans, decoded pixels) is cached
+    scans: Mapping[Path, ImageScan] = field(default_factory=dict)  # every image's size, mode and digest
+    skipped: Mapping[Path, str] = field(default_factory=dict)  # files left out as unusable → why
 
     @property
     def num_classes(self) -> int:
@@ -103,7 +105,7 @@ def load_task(settings: TaskSettings, cache_dir: str | os.PathLike) -> Task:
 
     source = str(Path(settings.csv).expanduser().resolve()) if settings.csv else str(root)
     cache_file = cache_dir / "scans" / f"{hashlib.sha1(source.encode()).hexdigest()[:16]}.json"
-    records, scans = _drop_bad_images(records, cache_file, settings)
+    records, scans, skipped = _drop_bad_images(records, cache_file, settings)
     # In content order, not listing order: the same images as a folder, a CSV or a moved copy carve the
     # same splits and have one fingerprint.
     records.sort(key=lambda record: (record[1], scans[record[0]].digest, record[2] or "", str(record[0])))
@@ -119,6 +121,8 @@ def load_task(settings: TaskSettings, cache_dir: str | os.PathLike) -> Task:
         root=root,
         median_side=int(np.median(train_sides)),
         cache_dir=cache_dir,
+        scans=scans,
+        skipped=skipped,
     )
 
 
@@ -196,21 +200,23 @@ def materialize_builtin(name: str, cache_dir: Path, seed: int, val_fraction: flo
 
 # ------------------------------------------------------------------------------------------- checks
 def _drop_bad_images(records: list[Record], cache_file: Path, settings: TaskSettings):
-    """Decode every image once (:func:`automl.images.scan.scan_images`); return the good records and their scans."""
+    """Decode every image once (:func:`automl.images.scan.scan_images`); return the good records, their
+    scans and the unusable files (path → why)."""
     scans = scan_images([path for path, _, _ in records], cache_file, settings.max_image_pixels)
-    good, readable, bad = [], {}, []
+    good, readable, bad = [], {}, {}
     for record in records:
         result = scans[record[0]]
         if isinstance(result, str):
-            bad.append(f"{record[0]}: {result}")
+            bad[record[0]] = result
         else:
             good.append(record)
             readable[record[0]] = result
     if bad:
+        listed = "\n  ".join(f"{path}: {reason}" for path, reason in list(bad.items())[:20])
         if settings.on_bad_image == "error":
-            raise TaskError(f"{len(bad)} unusable image(s) (task.on_bad_image=error):\n  " + "\n  ".join(bad[:20]))
-        log.warning("skipping %d unusable image(s):\n  %s", len(bad), "\n  ".join(bad[:20]))
-    return good, readable
+            raise TaskError(f"{len(bad)} unusable image(s) (task.on_bad_image=error):\n  {listed}")
+        log.warning("skipping %d unusable image(s):\n  %s", len(bad), listed)
+    return good, readable, bad
 
 
 def _class_names(records: list[Record]) -> tuple[str, ...]:
@@ -256,6 +262,9 @@ def _make_splits(records: list[Record], classes: tuple[str, ...], val_fraction: 
 def _carve(split_of: np.ndarray, labels: np.ndarray, classes, val_fraction: float, test_fraction: float,
            seed: int, where: str, pool: str | None = None) -> np.ndarray:
     """Assign stratified val/test splits out of the rows whose split is ``pool``; the rest become train."""
+    # scikit-learn: a second that automl.predict, which imports this package, does not need
+    from sklearn.model_selection import train_test_split
+
     split_of = split_of.copy()
     rows = np.flatnonzero(split_of == pool) if pool is not None else np.arange(len(labels))
     split_of[rows] = "train"

@@ -8,7 +8,7 @@ cross-field rules (:func:`rule`, :func:`check_fields`) when the composed config 
 
 from automl.settings._checks import SettingsError, check_fields, check_value, rule
 from automl.settings._finetuning import HPARAM_NAMES, STRATEGIES, AugmentSettings, FinetuneSettings, Hparams
-from automl.settings._hydra import CONF_DIR, compose, resolve
+from automl.settings._hydra import CONF_DIR, compose, register_run_schemas, resolve
 from automl.settings._ranking import (
     MAX_PIXELS,
     BankSettings,
@@ -46,6 +46,7 @@ __all__ = [
     "check_fields",
     "check_value",
     "compose",
+    "register_run_schemas",
     "resolve",
     "rule",
     "task_name",

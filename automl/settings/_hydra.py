@@ -6,6 +6,7 @@ chosen, paths absolute."""
 from __future__ import annotations
 
 import dataclasses
+import functools
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -29,13 +30,20 @@ CONF_DIR = _PACKAGE / "conf" if (_PACKAGE / "conf").is_dir() else _PACKAGE.paren
 OmegaConf.register_new_resolver("task_name", task_name, replace=True)
 
 _store = ConfigStore.instance()
-for _name, _node in (("automl_schema", AutomlSettings), ("predict_schema", PredictSettings),
-                     ("history_schema", HistorySettings), ("demo_bank_schema", DemoBankSettings),
-                     ("export_schema", ExportSettings)):
+for _name, _node in (("predict_schema", PredictSettings), ("history_schema", HistorySettings),
+                     ("demo_bank_schema", DemoBankSettings), ("export_schema", ExportSettings)):
     _store.store(name=_name, node=_node)
-for _group, _node in (("probe", ProbeSettings(seed=RUN_SEED)), ("rank", RankSettings),
-                      ("finetune", FinetuneSettings)):
-    _store.store(group=_group, name="default", node=_node)
+
+
+@functools.cache
+def register_run_schemas() -> None:
+    """The pipeline's schemas in Hydra's ConfigStore (``python -m automl``, the API, the benchmarks): on first
+    use, because building their defaults checks the score names, which imports every transferability
+    score (scipy, scikit-learn: a second that predict, export and history do not need)."""
+    _store.store(name="automl_schema", node=AutomlSettings)
+    for group, node in (("probe", ProbeSettings(seed=RUN_SEED)), ("rank", RankSettings),
+                        ("finetune", FinetuneSettings)):
+        _store.store(group=group, name="default", node=node)
 
 
 def compose(overrides: Sequence[str] = (), config_name: str = "config", return_hydra_config: bool = False,
@@ -53,6 +61,7 @@ def compose(overrides: Sequence[str] = (), config_name: str = "config", return_h
     from hydra import initialize_config_dir
     from hydra.core.global_hydra import GlobalHydra
 
+    register_run_schemas()
     primary = CONF_DIR
     if config_dir is not None:  # what --config-dir does: its configs found besides automl's own
         config_dir = absolute_path(config_dir)
@@ -80,8 +89,8 @@ def resolve(cfg: DictConfig) -> RunSettings:
     except SettingsError as exc:
         raise SettingsError(_locate(cfg, str(exc))) from None
     _reject_unknown(cfg, settings, "")
-    return dataclasses.replace(settings, storage=storage_url(settings.storage), device=select_device(settings.device),
-                               cache_dir=str(absolute_path(settings.cache_dir)))
+    return dataclasses.replace(settings, storage=storage_url(settings.storage, make_folder=False),
+                               device=select_device(settings.device), cache_dir=str(absolute_path(settings.cache_dir)))
 
 
 _SHARED = {"hparams": Hparams, "augment": AugmentSettings}  # settings types used in more than one place

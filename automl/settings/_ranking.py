@@ -6,7 +6,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from automl import transferability
 from automl.settings._checks import SettingsError, check_fields, rule
 
 MAX_PIXELS = 89_478_485  # PIL's own decompression-bomb threshold (Image.MAX_IMAGE_PIXELS)
@@ -116,6 +115,8 @@ class RankSettings:
 
     def __post_init__(self) -> None:
         check_fields(self, "rank")
+        from automl import transferability  # scipy and scikit-learn: a second the small commands do not need
+
         names = transferability.available()
         unknown = [name for name in (self.scores or []) + list(self.options) if name not in names]
         if unknown:
@@ -124,4 +125,6 @@ class RankSettings:
 
     @property
     def score_names(self) -> list[str]:
+        from automl import transferability
+
         return transferability.available() if self.scores is None else list(self.scores)
