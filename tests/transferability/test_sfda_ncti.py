@@ -1,6 +1,7 @@
-"""automl.transferability sfda and ncti: each against a plain transcription of its reference code
-(TencentARC/SFDA metrics.py ``SFDA_Score``; BUserName/NCTI metrics.py ``NCTI_Score`` and the bank
-combination of evaluate_metric_group1_cpu.py), properties the formulas imply, and input validation."""
+"""automl.transferability sfda and ncti: each against the transcription of its reference code in
+benchmarks/reference_scores.py (TencentARC/SFDA metrics.py ``SFDA_Score``; BUserName/NCTI metrics.py
+``NCTI_Score`` and the bank combination of evaluate_metric_group1_cpu.py), properties the formulas imply,
+and input validation."""
 
 from __future__ import annotations
 
@@ -9,13 +10,17 @@ import math
 
 import numpy as np
 import pytest
-from scipy import linalg
-from sklearn.decomposition import PCA
-from sklearn.discriminant_analysis import LinearDiscriminantAnalysis
 
 from automl.transferability import score, score_spec
 from automl.transferability._validate import validate
 from automl.transferability.ncti import ncti_bank, ncti_terms
+from benchmarks.reference_scores import (
+    exact_pca,
+    reference_ncti,
+    reference_ncti_bank,
+    reference_ncti_terms,
+    reference_sfda,
+)
 
 # ---------------------------------------------------------------- data
 
@@ -43,136 +48,6 @@ SHAPES = [
 SHAPE_IDS = [f"N{n}-D{d}-C{c}-x{s}" for n, d, c, s in SHAPES]
 
 
-# ---------------------------------------------------------------- SFDA transcription (metrics.py)
-
-
-def reference_cov(x, shrinkage=-1.0):
-    """metrics.py ``_cov``: np.cov with bias=1, optionally shrunk towards tr / D times the identity."""
-    emp_cov = np.cov(np.asarray(x).T, bias=1)
-    emp_cov = np.atleast_2d(emp_cov)
-    if shrinkage < 0:
-        return emp_cov
-    n_features = emp_cov.shape[0]
-    mu = np.trace(emp_cov) / n_features
-    shrunk = (1.0 - shrinkage) * emp_cov
-    for j in range(n_features):
-        shrunk[j, j] += shrinkage * mu
-    return shrunk
-
-
-def reference_iterative_a(a, max_iterations=3):
-    """utils.py ``iterative_A``: power estimate of the largest eigenvalue of a, started at its row sums."""
-    x = a.sum(axis=1)
-    for _ in range(max_iterations):
-        temp = a @ x
-        y = temp / np.linalg.norm(temp, 2)
-        temp = a @ y
-        x = temp / np.linalg.norm(temp, 2)
-    return x @ a @ y
-
-
-def reference_softmax(x):
-    x = x - x.max(axis=1, keepdims=True)
-    e = np.exp(x)
-    return e / e.sum(axis=1, keepdims=True)
-
-
-def reference_sfda_fit_proba(x, y, shrinkage=None):
-    """class ``SFDA``: fit (``_solve_eigen``) then predict_proba on the same x; returns (probs, shrinkage)."""
-    classes = sorted(set(y.tolist()))
-    n, d = x.shape
-    priors = np.array([np.sum(y == c) / n for c in classes])
-    means = np.array([x[y == c].mean(axis=0) for c in classes])
-    sw = np.zeros((d, d))
-    for idx, c in enumerate(classes):
-        sw += priors[idx] * reference_cov(x[y == c])
-    if shrinkage is None:
-        shrinkage = max(np.exp(-5 * reference_iterative_a(sw, 3)), 1e-10)
-    st = reference_cov(x, shrinkage)
-    mu = np.trace(sw) / d
-    shrunk_sw = (1.0 - shrinkage) * sw
-    for j in range(d):
-        shrunk_sw[j, j] += shrinkage * mu
-    sb = st - shrunk_sw
-    evals, evecs = linalg.eigh(sb, shrunk_sw)
-    evecs = evecs[:, np.argsort(evals)[::-1]]
-    coef = means @ evecs @ evecs.T
-    intercept = -0.5 * np.diag(means @ coef.T) + np.log(priors)
-    return reference_softmax(x @ coef.T + intercept), shrinkage
-
-
-def reference_sfda(features, labels, shrinkage=None):
-    """``SFDA_Score``: fit, soften, ConfMix class by class, refit with the same shrinkage, mean p(y|x)."""
-    x = np.array(features, dtype=np.float64)  # the reference mixes X in place
-    n, n_classes = len(labels), labels.max() + 1
-    prob, shrinkage = reference_sfda_fit_proba(x, labels, shrinkage)
-    prob = np.exp(prob) / np.exp(prob).sum(axis=1, keepdims=True)
-    means = np.array([x[labels == c].mean(axis=0) for c in range(n_classes)])
-    others = np.zeros_like(means)
-    for c in range(n_classes):
-        others[c] = (np.sum(means, axis=0) - means[c]) / (n_classes - 1)
-    for c in range(n_classes):
-        for i in np.where(labels == c)[0]:
-            x[i] = prob[i, c] * x[i] + (1 - prob[i, c]) * others[c]
-    prob, _ = reference_sfda_fit_proba(x, labels, shrinkage)
-    return sum(prob[i, labels[i]] for i in range(n)) / n
-
-
-def exact_pca(features, n_dims):
-    """The exact PCA the library uses: sklearn's full SVD, k = min(n_dims, N - 1, D) (the N-th component
-    of N <= D centred samples has zero variance and is left out)."""
-    k = min(n_dims, features.shape[0] - 1, features.shape[1])
-    pca = PCA(n_components=k, svd_solver="full")
-    return pca.fit_transform(features), pca.explained_variance_
-
-
-# ---------------------------------------------------------------- NCTI transcription (metrics.py)
-
-
-def reference_ncti_terms(features, labels, n_dims=64):
-    """``NCTI_Score`` -> (seli, ncc, vc, solver), with the exact PCA in place of the reference's 'auto'
-    one (identical up to 500 x 500) and k clamped as above (the reference needs N, D >= 64)."""
-    n_classes = len(np.unique(labels))
-    x, explained = exact_pca(features, n_dims)
-    temp = max(np.exp(-explained[:32].sum()), 1e-10)
-    if temp == 1e-10:
-        clf = LinearDiscriminantAnalysis(solver="svd")
-    else:
-        clf = LinearDiscriminantAnalysis(solver="eigen", shrinkage=float(temp))
-    low_feat = clf.fit_transform(x, labels)
-    low_feat = low_feat - np.mean(low_feat, axis=0, keepdims=True)
-    all_lowfeat_nuc = np.linalg.norm(low_feat, ord="nuc")
-    low_pred = clf.predict_proba(x)
-    ncc = np.sum(low_pred[np.arange(x.shape[0]), labels]) / x.shape[0]
-    class_pred_nuc = 0.0
-    for c in range(n_classes):
-        class_pred_nuc += np.linalg.norm(low_pred[labels == c], ord="nuc")
-    return all_lowfeat_nuc, ncc, np.log(class_pred_nuc), clf.solver, low_feat.shape[1]
-
-
-def reference_ncti(features, labels):
-    """The documented per-model combination of the reference's three terms (ncti.py)."""
-    seli, ncc, vc, _, directions = reference_ncti_terms(features, labels)
-    n = len(labels)
-    collapsed = sum(math.sqrt(np.sum(labels == c)) for c in range(labels.max() + 1))
-    return ncc + math.log(seli / (math.sqrt(n) * directions)) - (vc - math.log(collapsed))
-
-
-def reference_ncti_bank(score_dict):
-    """evaluate_metric_group1_cpu.py: min-max each term over the models, mcscore + mascore - cpscore."""
-    models = list(score_dict)
-    all_score = np.array([score_dict[m][0] for m in models])
-    cls_score = np.array([score_dict[m][1] for m in models])
-    cls_compact = np.array([score_dict[m][2] for m in models])
-    result = {}
-    for m in models:
-        mascore = (score_dict[m][0] - all_score.min()) / (all_score.max() - all_score.min())
-        mcscore = (score_dict[m][1] - cls_score.min()) / (cls_score.max() - cls_score.min())
-        cpscore = (score_dict[m][2] - cls_compact.min()) / (cls_compact.max() - cls_compact.min())
-        result[m] = mcscore + mascore - cpscore
-    return result
-
-
 def terms(features, labels, **options):
     return ncti_terms(validate(score_spec("ncti"), features, labels, None), **options)
 
@@ -183,16 +58,16 @@ def terms(features, labels, **options):
 @pytest.mark.parametrize(("n", "d", "c", "scale"), SHAPES, ids=SHAPE_IDS)
 def test_sfda_without_pca_matches_reference_transcription(n, d, c, scale):
     features, labels = clusters(n, d, c, scale, seed=n + d)
-    expected = reference_sfda(features, labels)
+    expected = reference_sfda(features, labels, n_dims=None)
     assert score("sfda", features, labels, n_dims=None) == pytest.approx(expected, rel=1e-9, abs=1e-12)
 
 
 @pytest.mark.parametrize(("n", "d", "c", "scale"), SHAPES, ids=SHAPE_IDS)
 def test_sfda_matches_reference_transcription_after_exact_pca(n, d, c, scale):
     features, labels = clusters(n, d, c, scale, seed=n + d)
-    expected = reference_sfda(exact_pca(features, 64)[0], labels)
+    expected = reference_sfda(features, labels)  # after the exact PCA to 64 dimensions
     assert score("sfda", features, labels) == pytest.approx(expected, rel=1e-9, abs=1e-12)
-    reduced = reference_sfda(exact_pca(features, 5)[0], labels)
+    reduced = reference_sfda(features, labels, n_dims=5)
     assert score("sfda", features, labels, n_dims=5) == pytest.approx(reduced, rel=1e-9, abs=1e-12)
 
 
@@ -208,7 +83,7 @@ def test_sfda_of_the_reference_saturates_when_features_outnumber_samples():
     raw, reduced = [], []
     for separation in (0.0, 0.1, 0.3):
         features, labels = clusters(60, 120, 4, 1.0, separation, seed=3)
-        assert reference_sfda(features, labels) == 1.0
+        assert reference_sfda(features, labels, n_dims=None) == 1.0
         raw.append(score("sfda", features, labels, n_dims=None))
         reduced.append(score("sfda", features, labels, n_dims=8))
     assert raw == [1.0, 1.0, 1.0]
@@ -223,7 +98,7 @@ def test_sfda_uses_the_exact_largest_eigenvalue_when_the_power_iteration_has_no_
     labels = np.arange(24) % 3
     within = features - np.array([features[labels == c].mean(axis=0) for c in range(3)])[labels]
     largest = np.linalg.eigvalsh(within.T @ within / 24).max()
-    expected = reference_sfda(features, labels, shrinkage=max(np.exp(-5 * largest), 1e-10))
+    expected = reference_sfda(features, labels, n_dims=None, shrinkage=max(np.exp(-5 * largest), 1e-10))
     assert score("sfda", features, labels, n_dims=None) == pytest.approx(expected, rel=1e-9)
 
 
@@ -378,7 +253,7 @@ def test_two_classes_and_one_dimension():
     features, labels = clusters(20, 1, 2, 1.0, 1.0, seed=15)
     for name in ("sfda", "ncti"):
         assert math.isfinite(score(name, features, labels))
-    assert score("sfda", features, labels) == pytest.approx(reference_sfda(features, labels), rel=1e-9)
+    assert score("sfda", features, labels) == pytest.approx(reference_sfda(features, labels, n_dims=None), rel=1e-9)
 
 
 # ---------------------------------------------------------------- validation

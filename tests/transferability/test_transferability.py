@@ -1,5 +1,6 @@
-"""automl.transferability: each score against an independent loop transcription of its reference
-formula on small inputs, properties every score must have, and the input validation."""
+"""automl.transferability: each score against the transcription of its reference code
+(benchmarks/reference_scores.py) on small inputs, properties every score must have, and the input
+validation."""
 
 from __future__ import annotations
 
@@ -7,14 +8,20 @@ import math
 
 import numpy as np
 import pytest
-from sklearn.covariance import LedoitWolf
-from sklearn.decomposition import PCA
-from sklearn.linear_model import LogisticRegression
-from sklearn.mixture import GaussianMixture
-from sklearn.model_selection import StratifiedKFold
-from sklearn.preprocessing import StandardScaler
 
 from automl.transferability import available, needs_probs, score, score_spec
+from benchmarks.reference_scores import (
+    feature_reduce,
+    reference_hscore,
+    reference_hscore_shrink,
+    reference_knn,
+    reference_leep,
+    reference_linear,
+    reference_logme,
+    reference_nce,
+    reference_nleep,
+    reference_parc,
+)
 
 FEATURE_SCORES = [name for name in available() if score_spec(name).uses_features]
 PROB_SCORES = [name for name in available() if needs_probs(name)]
@@ -45,164 +52,6 @@ def small():
     """N = 36 > D = 7, 3 classes of 12, plus source probabilities over 5 classes."""
     features, labels = clusters(12, 3, 7, 1.0, seed=1)
     return features, labels, source_probs(labels, 5, 0.4, seed=2)
-
-
-# ---------------------------------------------------------------- loop transcriptions
-
-
-def reference_pca(features: np.ndarray, n_dims: int) -> np.ndarray:
-    """PARC methods.py feature_reduce."""
-    return PCA(
-        n_components=n_dims, svd_solver="randomized", random_state=1919, iterated_power=1
-    ).fit_transform(features)
-
-
-def average_ranks(values) -> list[float]:
-    """1-based ranks, ties get the mean of their positions."""
-    order = sorted(range(len(values)), key=lambda i: values[i])
-    ranks = [0.0] * len(values)
-    start = 0
-    while start < len(order):
-        end = start
-        while end + 1 < len(order) and values[order[end + 1]] == values[order[start]]:
-            end += 1
-        for position in range(start, end + 1):
-            ranks[order[position]] = (start + end) / 2 + 1
-        start = end + 1
-    return ranks
-
-
-def pearson(a, b) -> float:
-    mean_a, mean_b = sum(a) / len(a), sum(b) / len(b)
-    cov = sum((x - mean_a) * (y - mean_b) for x, y in zip(a, b, strict=True))
-    var_a = sum((x - mean_a) ** 2 for x in a)
-    var_b = sum((y - mean_b) ** 2 for y in b)
-    return cov / math.sqrt(var_a * var_b)
-
-
-def loop_standardize(features) -> list[list[float]]:
-    n, d = len(features), len(features[0])
-    columns = []
-    for j in range(d):
-        column = [features[i][j] for i in range(n)]
-        mean = sum(column) / n
-        std = math.sqrt(sum((x - mean) ** 2 for x in column) / n)
-        columns.append([(x - mean) / std for x in column])
-    return [[columns[j][i] for j in range(d)] for i in range(n)]
-
-
-def loop_parc(features, labels) -> float:
-    """PARC without PCA: correlations of standardized rows vs exact label dissimilarity, Spearman x100."""
-    rows = loop_standardize(features)
-    n_classes = max(labels) + 1
-    feature_rdm, label_rdm = [], []
-    for i in range(len(rows)):
-        for j in range(i + 1, len(rows)):
-            feature_rdm.append(round(1 - pearson(rows[i], rows[j]), 12))
-            label_rdm.append(0.0 if labels[i] == labels[j] else n_classes / (n_classes - 1))
-    return 100 * pearson(average_ranks(feature_rdm), average_ranks(label_rdm))
-
-
-def loop_logme(features, labels) -> float:
-    """LogME.py ``_fit_fixed_point``, class by class, scalar by scalar."""
-    f = np.asarray(features, dtype=np.float64)
-    n, d = f.shape
-    if n > d:
-        _, lam, vh = np.linalg.svd(f.T @ f)
-        s = np.sqrt(lam)
-        k = int(np.sum(s > 1e-10))
-        u = (f @ vh.T)[:, :k] / s[:k]
-        s = s[:k]
-    else:
-        u, s, _ = np.linalg.svd(f, full_matrices=False)
-    sigma = [float(v) ** 2 for v in s]
-    evidences = []
-    for c in range(max(labels) + 1):
-        y = [1.0 if label == c else 0.0 for label in labels]
-        x2 = [sum(u[i, j] * y[i] for i in range(n)) ** 2 for j in range(len(sigma))]
-        res_x2 = sum(v * v for v in y) - sum(x2)
-        alpha, beta = 1.0, 1.0
-        for _ in range(11):
-            t = alpha / beta
-            gamma = sum(sg / (sg + t) for sg in sigma)
-            m2 = sum(sg * x / (t + sg) ** 2 for sg, x in zip(sigma, x2, strict=True))
-            res2 = sum(x / (1 + sg / t) ** 2 for sg, x in zip(sigma, x2, strict=True)) + res_x2
-            alpha = gamma / (m2 + 1e-5)
-            beta = (n - gamma) / (res2 + 1e-5)
-            if abs(alpha / beta - t) / t <= 1e-3:
-                break
-        evidence = (
-            d / 2 * math.log(alpha)
-            + n / 2 * math.log(beta)
-            - 0.5 * sum(math.log(alpha + beta * sg) for sg in sigma)
-            - beta / 2 * res2
-            - alpha / 2 * m2
-            - n / 2 * math.log(2 * math.pi)
-        )
-        evidences.append(evidence / n)
-    return sum(evidences) / len(evidences)
-
-
-def loop_leep(probs, labels) -> float:
-    n, n_source, n_classes = len(labels), len(probs[0]), max(labels) + 1
-    joint = [
-        [sum(probs[i][z] for i in range(n) if labels[i] == y) / n for z in range(n_source)]
-        for y in range(n_classes)
-    ]
-    marginal = [sum(joint[y][z] for y in range(n_classes)) for z in range(n_source)]
-    total = 0.0
-    for i in range(n):
-        total += math.log(sum(probs[i][z] * joint[labels[i]][z] / marginal[z] for z in range(n_source)))
-    return total / n
-
-
-def loop_nce(probs, labels) -> float:
-    n = len(labels)
-    predicted = [max(range(len(row)), key=row.__getitem__) for row in probs]
-    pairs: dict[tuple[int, int], int] = {}
-    for y, z in zip(labels, predicted, strict=True):
-        pairs[y, z] = pairs.get((y, z), 0) + 1
-    per_z = {z: predicted.count(z) for z in set(predicted)}
-    return sum(count / n * math.log(count / per_z[z]) for (_, z), count in pairs.items())
-
-
-def class_mean_rows(f: np.ndarray, labels, eps: float = 0.0) -> np.ndarray:
-    g = np.zeros_like(f)
-    for c in set(labels):
-        members = [i for i, label in enumerate(labels) if label == c]
-        g[members] = f[members].sum(axis=0) / (len(members) + eps)
-    return g
-
-
-def loop_hscore(features, labels) -> float:
-    """PARC methods.py get_hscore_fast: standardize, covariances with N - 1, pinv(rcond=1e-15)."""
-    f = np.array(loop_standardize(features))
-    g = class_mean_rows(f, labels, eps=1e-8)
-    cov_f, cov_g = np.cov(f, rowvar=False), np.cov(g, rowvar=False)
-    return float(np.trace(np.linalg.pinv(cov_f, rcond=1e-15) @ cov_g))
-
-
-def loop_hscore_shrink(features, labels) -> float:
-    """tllib regularized_h_score: centered features, Ledoit-Wolf covariance, pinv."""
-    f = np.asarray(features) - np.mean(features, axis=0)
-    lw = LedoitWolf().fit(f)
-    cov_g = np.cov(class_mean_rows(f, labels), rowvar=False)
-    return float(np.trace(np.linalg.pinv(lw.covariance_, rcond=1e-15) @ ((1 - lw.shrinkage_) * cov_g)))
-
-
-def loop_knn(features, labels, k: int) -> float:
-    """PARC methods.py kNN; distance ties go to the lower index."""
-    n = len(labels)
-    total = 0.0
-    for i in range(n):
-        distances = sorted((math.dist(features[i], features[j]), j) for j in range(n) if j != i)
-        votes = [labels[j] for _, j in distances[:k]]
-        best = max(votes.count(v) for v in votes)
-        if best == 1:
-            total += votes.count(labels[i]) / k
-        else:
-            total += min(v for v in votes if votes.count(v) == best) == labels[i]
-    return 100 * total / n
 
 
 # ---------------------------------------------------------------- registry and API
@@ -256,16 +105,15 @@ def test_needs_probs_and_spec():
 # ---------------------------------------------------------------- agreement with the references
 
 
-def test_parc_matches_loop_transcription_without_pca():
+def test_parc_matches_reference_transcription_without_pca():
     features, labels = clusters(3, 2, 4, 0.8, seed=3)
-    expected = loop_parc(features.tolist(), labels.tolist())
+    expected = reference_parc(features, labels, n_dims=None)
     assert score("parc", features, labels, n_dims=None) == pytest.approx(expected, rel=1e-12)
 
 
-def test_parc_matches_loop_transcription_after_reference_pca():
+def test_parc_matches_reference_transcription_after_reference_pca():
     features, labels = clusters(10, 4, 50, 0.5, seed=4)
-    reduced = reference_pca(features, 8)
-    expected = loop_parc(reduced.tolist(), labels.tolist())
+    expected = reference_parc(features, labels, n_dims=8)
     assert score("parc", features, labels, n_dims=8) == pytest.approx(expected, rel=1e-12)
 
 
@@ -276,7 +124,7 @@ def test_parc_matches_literal_reference_when_its_label_matrix_is_two_valued():
     from sklearn.preprocessing import StandardScaler
 
     features, labels = clusters(20, 2, 40, 0.5, seed=5)
-    reduced = reference_pca(features, 32)
+    reduced = feature_reduce(features, 32)
     rdm1 = 1 - np.corrcoef(StandardScaler().fit_transform(reduced))
     rdm2 = 1 - np.corrcoef(np.eye(2)[labels])
     upper = np.triu_indices(len(labels), 1)
@@ -286,11 +134,11 @@ def test_parc_matches_literal_reference_when_its_label_matrix_is_two_valued():
 
 
 @pytest.mark.parametrize(("n", "d"), [(12, 3), (5, 8), (9, 9)], ids=["N>D", "N<D", "N=D"])
-def test_logme_matches_loop_transcription(n, d):
+def test_logme_matches_reference_transcription(n, d):
     rng = np.random.default_rng(n * d)
     features = rng.normal(size=(n, d)) + 0.5
     labels = np.arange(n) % 3
-    assert score("logme", features, labels) == pytest.approx(loop_logme(features, labels.tolist()), rel=1e-9)
+    assert score("logme", features, labels) == pytest.approx(reference_logme(features, labels), rel=1e-9)
 
 
 def test_logme_rank_deficient_features_match_reference_decomposition():
@@ -298,20 +146,20 @@ def test_logme_rank_deficient_features_match_reference_decomposition():
     base = rng.normal(size=(40, 6))
     features = np.hstack([base, base[:, :2], np.zeros((40, 2))])  # duplicated and dead columns
     labels = np.arange(40) % 4
-    assert score("logme", features, labels) == pytest.approx(loop_logme(features, labels.tolist()), rel=1e-9)
+    assert score("logme", features, labels) == pytest.approx(reference_logme(features, labels), rel=1e-9)
 
 
-def test_leep_matches_loop_transcription(small):
+def test_leep_matches_reference_transcription(small):
     _, labels, probs = small
     assert score("leep", None, labels, probs) == pytest.approx(
-        loop_leep(probs.tolist(), labels.tolist()), rel=1e-12
+        reference_leep(None, labels, probs), rel=1e-12
     )
 
 
-def test_nce_matches_loop_transcription(small):
+def test_nce_matches_reference_transcription(small):
     _, labels, probs = small
     assert score("nce", None, labels, probs) == pytest.approx(
-        loop_nce(probs.tolist(), labels.tolist()), rel=1e-12
+        reference_nce(None, labels, probs), rel=1e-12
     )
 
 
@@ -321,24 +169,23 @@ def test_nce_of_a_deterministic_source_is_zero():
     assert score("nce", None, labels, probs) == 0.0
 
 
-def test_hscore_matches_loop_transcription(small):
+def test_hscore_matches_reference_transcription(small):
     features, labels, _ = small
     assert score("hscore", features, labels) == pytest.approx(
-        loop_hscore(features.tolist(), labels.tolist()), rel=1e-10
+        reference_hscore(features, labels), rel=1e-10
     )
 
 
-def test_hscore_with_pca_matches_loop_transcription(small):
+def test_hscore_with_pca_matches_reference_transcription(small):
     features, labels, _ = small
-    reduced = reference_pca(features, 4)
-    expected = loop_hscore(reduced.tolist(), labels.tolist())
+    expected = reference_hscore(features, labels, n_dims=4)
     assert score("hscore", features, labels, n_dims=4) == pytest.approx(expected, rel=1e-10)
 
 
 @pytest.mark.parametrize(("n", "d"), [(36, 7), (12, 30)], ids=["N>D", "N<D"])
-def test_hscore_shrink_matches_loop_transcription(n, d):
+def test_hscore_shrink_matches_reference_transcription(n, d):
     features, labels = clusters(n // 3, 3, d, 1.0, seed=7)
-    expected = loop_hscore_shrink(features, labels.tolist())
+    expected = reference_hscore_shrink(features, labels)
     assert score("hscore_shrink", features, labels) == pytest.approx(expected, rel=1e-10)
 
 
@@ -348,10 +195,10 @@ def test_hscore_is_c_minus_1_when_features_outnumber_samples():
 
 
 @pytest.mark.parametrize("k", [1, 2, 3, 4, 5])
-def test_knn_matches_loop_transcription(small, k):
+def test_knn_matches_reference_transcription(small, k):
     features, labels, _ = small
     assert score("knn", features, labels, k=k) == pytest.approx(
-        loop_knn(features.tolist(), labels.tolist(), k)
+        reference_knn(features, labels, k=k)
     )
 
 
@@ -361,29 +208,20 @@ def test_knn_partial_credit_when_all_votes_differ():
     labels = np.array([0, 1, 2, 3, 0, 1, 2, 3])
     assert score("knn", features, labels, k=1) == 0.0
     assert score("knn", features, labels, k=3) == pytest.approx(
-        loop_knn(features.tolist(), labels.tolist(), 3)
+        reference_knn(features, labels, k=3)
     )
 
 
 def test_nleep_is_leep_of_the_seeded_mixture(small):
     features, labels, _ = small
-    reduced = PCA(n_components=0.8).fit_transform(features)
-    mixture = GaussianMixture(15, covariance_type="diag", random_state=0).fit(reduced)  # 5 C = 15 <= N // 2
-    expected = loop_leep(mixture.predict_proba(reduced).tolist(), labels.tolist())
+    expected = reference_nleep(features, labels)  # a mixture of 5 C = 15 <= N // 2 components
     assert score("nleep", features, labels) == pytest.approx(expected, rel=1e-12)
 
 
 def test_linear_is_the_mean_held_out_accuracy_of_a_logistic_probe(small):
     features, labels, _ = small
-    reduced = PCA(n_components=4, svd_solver="randomized", random_state=1919, iterated_power=1).fit_transform(features)
-    folds = StratifiedKFold(n_splits=5, shuffle=True, random_state=0).split(reduced, labels)
-    accuracies = []
-    for train, test in folds:
-        scaler = StandardScaler().fit(reduced[train])
-        probe = LogisticRegression(C=1.0, max_iter=300).fit(scaler.transform(reduced[train]), labels[train])
-        correct = probe.predict(scaler.transform(reduced[test])) == labels[test]
-        accuracies.append(correct.mean())
-    assert score("linear", features, labels, n_dims=4) == pytest.approx(100 * np.mean(accuracies), rel=1e-12)
+    expected = reference_linear(features, labels, n_dims=4)  # 5 folds of a scaler and a logistic regression
+    assert score("linear", features, labels, n_dims=4) == pytest.approx(expected, rel=1e-12)
     assert 0 <= score("linear", features, labels) <= 100
 
 
@@ -496,9 +334,9 @@ def test_constant_features_give_the_documented_limits():
     p = np.bincount(labels) / len(labels)
     assert score("nleep", features, labels) == pytest.approx(float(np.sum(p * np.log(p))))
     assert math.isfinite(score("logme", features, labels))
-    # all distances tie: the neighbours are the lowest-index other images (loop_knn sorts by index second)
+    # all distances tie: the neighbours are the lowest-index other images (reference_knn sorts stably)
     for k in (1, 3):
-        expected = loop_knn(features.tolist(), labels.tolist(), k)
+        expected = reference_knn(features, labels, k=k)
         assert score("knn", features, labels, k=k) == pytest.approx(expected)
 
 
@@ -528,7 +366,7 @@ def test_duplicating_a_column_leaves_hscore_unchanged(small):
 def test_parc_with_two_effective_dimensions_ranks_exact_ties():
     """D = 2: every standardized, row-centred sample is +-(a, -a), so every correlation is exactly +-1."""
     features, labels = clusters(4, 2, 2, 1.0, seed=15)
-    expected = loop_parc(features.tolist(), labels.tolist())
+    expected = reference_parc(features, labels, n_dims=None)
     assert score("parc", features, labels, n_dims=None) == pytest.approx(expected, rel=1e-12)
 
 
