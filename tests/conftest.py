@@ -1,12 +1,24 @@
-"""Shared fixtures: small real image folders written to tmp dirs."""
+"""Shared helpers and fixtures: small real image folders and banks written to tmp dirs, and the quick
+pipeline run (``debug=quick``) the end-to-end tests start, in this process or as a command.
+
+The test folders mirror the package (tests/<stage>/ tests automl/<stage>/, tests/benchmarks/ the research
+under benchmarks/); they import these helpers as ``from conftest import ...`` (pytest puts tests/ on the
+path for this file), so a test file's name must be unique across the folders."""
 
 from __future__ import annotations
 
+import os
+import struct
+import subprocess
+import sys
+import zlib
 from pathlib import Path
 
 import numpy as np
 import pytest
 from PIL import Image
+
+REPO = Path(__file__).resolve().parent.parent
 
 
 def write_image(path: Path, seed: int, size: int = 16, mode: str = "RGB") -> Path:
@@ -93,3 +105,41 @@ def run_cli(main, *args: str) -> int:
     finally:
         sys.argv = argv
     return 0
+
+
+def huge_png(path: Path, side: int = 14000) -> Path:
+    """A valid PNG header claiming ``side`` x ``side`` grey pixels, with almost no data (a decompression bomb)."""
+    def chunk(kind: bytes, data: bytes) -> bytes:
+        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
+
+    path.parent.mkdir(parents=True, exist_ok=True)
+    header = struct.pack(">IIBBBBB", side, side, 8, 0, 0, 0, 0)
+    path.write_bytes(b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", header) + chunk(b"IDAT", zlib.compress(b"\0" * 64))
+                     + chunk(b"IEND", b""))
+    return path
+
+
+# ------------------------------------------------------------------------------------- the quick run
+def quick_overrides(bank: Path, work: Path, *extra: str, cache: Path | None = None) -> list[str]:
+    """The overrides of a quick run on the bank folder ``bank``: ``debug=quick`` (conf/debug/quick.yaml: on
+    the CPU with one thread, a 100-image probe, trials of 2 epochs of 2 batches), the bank never built, and
+    the run's state (cache, SQLite database of the history and Optuna, trial artifacts) under ``work``, or
+    the cache in ``cache`` when a module's tests share one. ``extra`` comes last: a test that needs other
+    values (longer trials, another probe budget) overrides the quick ones there."""
+    return [f"bank.dir={bank}", "bank.build=null", f"cache_dir={cache or work / 'cache'}",
+            f"storage=sqlite:///{work}/automl.db", f"finetune.artifacts_dir={work}/artifacts", "debug=quick", *extra]
+
+
+def run_pipeline(overrides: list[str], run_dir: Path):
+    """The pipeline in this process, as ``python -m automl <overrides> hydra.run.dir=<run_dir>`` runs it."""
+    from automl.run.stages import run
+    from automl.settings import compose, resolve
+
+    return run(resolve(compose(overrides)), run_dir)
+
+
+def automl_command(*args: str, cwd: Path, module: str = "automl") -> subprocess.CompletedProcess:
+    """``python -m <module> <args>`` from ``cwd`` in a subprocess (one OpenMP thread, 160 columns)."""
+    env = {**os.environ, "PYTHONPATH": str(REPO), "OMP_NUM_THREADS": "1", "COLUMNS": "160"}
+    return subprocess.run([sys.executable, "-m", module, *args], cwd=cwd, capture_output=True, text=True,
+                          timeout=600, env=env)

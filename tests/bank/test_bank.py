@@ -308,6 +308,7 @@ def test_model_meta_counts_weight_layers_without_the_head():
 
 
 # -------------------------------------------------------------------------------------- demo bank
+@pytest.mark.slow
 def test_demo_bank_build_is_deterministic_resumable_and_valid(tmp_path):
     # The real recipe, shrunk: one architecture, one epoch (the full build takes minutes).
     quick = {"archs": ["effnet"], "epochs": 1}

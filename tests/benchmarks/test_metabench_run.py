@@ -220,6 +220,7 @@ def test_paper_oracle_csv_and_probe_pickles(tmp_path):
     np.testing.assert_allclose(features.features, probe["features"] + 1)
 
 
+@pytest.mark.slow
 def test_pickles_are_refused_without_trust_pickle(tmp_path):
     marker = tmp_path / "payload_ran"
     oracle_csv, probes = write_paper_files(tmp_path, payload=Payload(marker))
@@ -263,6 +264,7 @@ def test_the_meta_benchmark_refuses_a_bank_or_targets_it_would_ignore(tmp_path):
         assert _own_data(resolve(compose_bench(overrides))) == ""
 
 
+@pytest.mark.slow
 def test_the_meta_benchmark_judges_methods_held_out_and_says_how_sure_it_is(tmp_path):
     """``python -m automl.bench`` on a slice of the shipped data (3 banks x 4 targets, one probe seed): the
     table of every method, then the default predictor's means with bootstrap intervals against the
@@ -338,6 +340,7 @@ def test_unknown_target_config_is_named():
 
 
 # ---------------------------------------------------------------------------------------------- end to end
+@pytest.mark.slow
 def test_end_to_end_sets_the_pipelines_model_against_brute_force(tiny, tmp_path):
     """One bank x target of the end-to-end mode on a tiny bank: the pipeline runs as a user runs it and its
     exported model is compared with the best of every model fine-tuned with the fixed recipe."""

@@ -1,4 +1,4 @@
-"""The scripts under ``bench/``: every one imports and answers ``--help`` and bad arguments as the README
+"""The scripts under ``benchmarks/speed/`` and ``benchmarks/studies/``: every one imports and answers ``--help`` and bad arguments as the README
 says (its settings and their defaults; an argument that is not key=value, or an unknown key, is an
 error that names it), and the pieces of the result-reading scripts compute what their docstrings say
 on small files written here. Their heavy runs (minutes to hours) are not tests."""

@@ -4,7 +4,6 @@ saved as a local bank, a few batches per epoch. Workers run as real processes fo
 from __future__ import annotations
 
 import csv
-import json
 import os
 import signal
 import subprocess
@@ -21,12 +20,12 @@ import optuna
 import pytest
 import timm
 import torch
-from conftest import run_cli, write_random_bank
+from conftest import REPO, quick_overrides, run_cli, write_random_bank
 from optuna.trial import TrialState
 
 from automl._storage import storage_url
 from automl.bank import BankEntry, load_bank
-from automl.deploy.exported import ExportError, load_exported, read_config
+from automl.deploy.exported import read_config
 from automl.finetune import load_outcome, run_finetune
 from automl.finetune.budget import Budget, OverBudget, counts
 from automl.finetune.fit import fit_once
@@ -39,7 +38,6 @@ from automl.settings import FinetuneSettings, Hparams, SettingsError, compose, r
 
 pytestmark = pytest.mark.filterwarnings("ignore:.*isinstance.treespec, LeafSpec:FutureWarning")  # Lightning's
 
-REPO = Path(__file__).resolve().parents[2]
 MODELS = {"effnet_a": ("test_efficientnet", {}), "convnext_a": ("test_convnext", {})}
 
 
@@ -54,16 +52,12 @@ def env(tmp_path_factory) -> dict[str, Path]:
 
 
 def overrides(env: dict[str, Path], work: Path, n_trials: int, *extra: str) -> list[str]:
-    """A tiny search: 2 epochs of 2 batches of 32 images per trial, on the CPU with one thread (robust when
-    processes share the cores), state under ``work``."""
-    return [
-        f"cache_dir={env['cache']}", f"bank.dir={env['bank']}", "bank.build=null",
-        f"storage=sqlite:///{work}/optuna.db", f"finetune.artifacts_dir={work}/artifacts",
-        f"finetune.n_trials={n_trials}", "finetune.top_k=2", "finetune.max_epochs=2",
-        "finetune.default_hparams.epochs=2", "finetune.first_rung=2", "finetune.default_hparams.batch_size=32",
-        "finetune.limit_train_batches=2", "finetune.progress_bar=false",
-        "finetune.num_workers=0", "finetune.torch_threads=1", "device=cpu", *extra,
-    ]
+    """A tiny search: the quick run's 2 epochs of 2 batches per trial (``debug=quick``: on the CPU with one
+    thread, robust when processes share the cores), of 32 images, with the module's bank and cache and the
+    state under ``work``."""
+    return quick_overrides(env["bank"], work, f"finetune.n_trials={n_trials}", "finetune.top_k=2",
+                           "finetune.default_hparams.batch_size=32", "finetune.num_workers=0", *extra,
+                           cache=env["cache"])
 
 
 def setup(env: dict[str, Path], args: list[str]):
@@ -329,20 +323,6 @@ def test_time_budget_stops_starting_trials(env, tmp_path):
     assert len(outcome.trials) == 1 and outcome.n_counted == 1  # the first starts at once; then time is up
 
 
-def test_predict_reports_bad_inputs(tmp_path, capsys):
-    assert run_cli(predict_main, f"model={tmp_path / 'nope'}", f"images={tmp_path}") == 2
-    assert "not a folder" in capsys.readouterr().err
-    (tmp_path / "m").mkdir()
-    (tmp_path / "m" / "config.json").write_text("{not json")
-    assert run_cli(predict_main, f"model={tmp_path / 'm'}", f"images={tmp_path}") == 2
-    assert "config.json: not readable JSON" in capsys.readouterr().err
-    (tmp_path / "m" / "config.json").write_text(json.dumps({"format_version": 1}))
-    with pytest.raises(ExportError, match="missing field"):
-        load_exported(tmp_path / "m")
-    assert run_cli(predict_main, "images=x") == 2
-    assert "missing mandatory value: model" in capsys.readouterr().err
-
-
 # ------------------------------------------------------------------------------------ worker processes
 def start_worker(args: list[str], run_dir: Path, log: Path) -> subprocess.Popen:
     """``python -m automl stage=finetune`` in ``run_dir``, as a scale-out worker is started."""
@@ -370,6 +350,7 @@ def wait_for_trials(worker: subprocess.Popen, cfg, log: Path, ready: Callable[[l
         time.sleep(0.1)
 
 
+@pytest.mark.slow
 def test_resume_after_sigkill_keeps_finished_trials_and_counts_exactly(env, tmp_path):
     # 10 epochs a trial: trial 1 runs for seconds, so the poll below sees it running (at 2 epochs the
     # window was under a second, and a slow poll on a loaded CI machine once missed it)
@@ -394,6 +375,7 @@ def test_resume_after_sigkill_keeps_finished_trials_and_counts_exactly(env, tmp_
     assert sum(counts(t) for t in trials) == 3
 
 
+@pytest.mark.slow
 def test_ctrl_c_mid_fit_exits_130_and_the_rerun_trains_that_trial_again(env, tmp_path):
     args = overrides(env, tmp_path, 2, "finetune.max_epochs=16", "finetune.default_hparams.epochs=16",
                      "finetune.warm_start=false", "finetune.pruner=none")
@@ -415,6 +397,7 @@ def test_ctrl_c_mid_fit_exits_130_and_the_rerun_trains_that_trial_again(env, tmp
     assert sum(counts(t) for t in trials) == 2
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("backend", ["sqlite", "postgresql"])
 def test_two_concurrent_workers_share_an_exact_budget(env, tmp_path, backend):
     extra = [f"finetune.study=two-workers-{uuid.uuid4().hex[:8]}"]

@@ -212,6 +212,7 @@ def _concurrent_writers(url: str, run_ids: list[str], count: int) -> None:
         assert writer.returncode == 0, stderr
 
 
+@pytest.mark.slow
 def test_two_processes_append_to_one_sqlite_file(url):
     _concurrent_writers(url, ["worker-a", "worker-b"], 50)
     with History(url) as history:
@@ -239,6 +240,7 @@ def postgres_url():
         admin.dispose()
 
 
+@pytest.mark.slow
 def test_two_processes_append_to_one_postgres_database(postgres_url):
     _concurrent_writers(postgres_url, ["pg-a", "pg-b"], 50)
     with History(postgres_url) as history:
@@ -272,6 +274,7 @@ def test_command_line_export_import_list(tmp_path, url, capsys, monkeypatch):
     assert run_cli(main, "action=frobnicate") != 0
 
 
+@pytest.mark.slow
 def test_module_entry_point(tmp_path, url):
     History(url).close()
     env = {**os.environ, "PYTHONPATH": str(REPO_ROOT)}

@@ -114,6 +114,7 @@ def test_original_generators_give_the_same_pixels_as_before_the_split(name, seed
         assert abs(total - PIXEL_TOTAL[name, seed]) <= 1e-6 * PIXEL_TOTAL[name, seed]
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("name", sorted(LAYOUT))
 def test_generators_are_deterministic_and_depend_on_the_seed(name):
     first, again, other = generated(name, 0), synthetic.generate(name, 0), generated(name, 1)

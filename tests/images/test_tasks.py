@@ -5,7 +5,7 @@ import shutil
 
 import numpy as np
 import pytest
-from conftest import write_image, write_image_folder
+from conftest import huge_png, write_image, write_image_folder
 from PIL import Image
 
 from automl.images.decode import BadImageError, load_image
@@ -164,3 +164,18 @@ def test_user_data_takes_precedence_over_the_builtin_default(tmp_path, cache_dir
     task = load_task(TaskSettings(root=str(root), builtin="digits"), cache_dir)
     assert task.classes == ("rose", "tulip")
     shutil.rmtree(root)
+
+
+def test_a_huge_image_is_a_bad_image_skipped_and_named(tmp_path, capsys):
+    root = write_image_folder(tmp_path / "data", {"a": 12, "b": 12})
+    bomb = huge_png(root / "a" / "bomb.png")
+    from automl.images.tasks import TaskError, load_task
+    from automl.settings import TaskSettings
+
+    task = load_task(TaskSettings(root=str(root)), tmp_path / "cache")
+    assert bomb not in {p for split in task.splits.values() for p in split.paths} and task.num_classes == 2
+    with pytest.raises(TaskError, match=r"bomb\.png: 14000x14000 = 196000000 pixels, more than the limit"):
+        load_task(TaskSettings(root=str(root), on_bad_image="error"), tmp_path / "cache")
+    # a higher limit lets it through to the decoder, which finds it truncated: still named, still skipped
+    with pytest.raises(TaskError, match=r"bomb\.png: not a readable image"):
+        load_task(TaskSettings(root=str(root), on_bad_image="error", max_image_pixels=10**9), tmp_path / "cache")

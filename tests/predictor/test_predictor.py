@@ -171,6 +171,7 @@ def test_a_headless_checkpoint_is_predicted_without_the_scores_it_cannot_have(me
     assert len(prediction) == len(cell.candidates)
 
 
+@pytest.mark.slow
 def test_history_refines_the_cold_start_only_when_it_helps(meta):
     held_out = [c for c in meta.cells if c.seed == 0 and c.bank == meta.banks[0]][:4]
     cold = AccuracyPredictor()
