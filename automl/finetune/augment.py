@@ -27,20 +27,30 @@ _ATTEMPTS = 10  # torchvision's RandomResizedCrop tries 10 boxes before it falls
 
 
 class BatchAugment:
-    """uint8 [B, C, H, W] training pixels → augmented, normalised float [B, C, H, W] (same size).
+    """uint8 [B, C, H, W] training pixels → augmented, normalised float32 [B, C, H, W] (same size, same device).
 
-    Random numbers come from torch's generator on the batch's device (``seed_everything`` seeds it).
+    Random numbers come from torch's generator on the batch's device (``seed_everything`` seeds it). It
+    runs outside autograd and autocast, in float32, whatever the caller's context (the model's autocast
+    casts its input itself), and never reads a value back from the device (no host-device sync).
     """
 
     def __init__(self, settings: AugmentSettings, data_config: Mapping[str, Any]):
         self.settings, self.data_config = settings, dict(data_config)
         self.erasing = (RandomErasing(probability=settings.re_prob, mode="pixel", device="cpu")
                         if settings.re_prob > 0 else None)
+        # scale and ratio 1 select the whole image; with no shift nor flip, nothing moves
+        self.resamples = (list(settings.scale) != [1, 1] or list(settings.ratio) != [1, 1] or settings.translate > 0
+                          or settings.hflip > 0 or settings.vflip > 0)
 
+    @torch.no_grad()
     def __call__(self, pixels: torch.Tensor) -> torch.Tensor:
+        with torch.autocast(pixels.device.type, enabled=False):
+            return self._augment(pixels)
+
+    def _augment(self, pixels: torch.Tensor) -> torch.Tensor:
         images = pixels.float()
-        theta = self._affine(len(images), images.shape[-2], images.shape[-1], images.device)
-        if not torch.equal(theta, _identity(len(images), images.device)):
+        if self.resamples:
+            theta = self._affine(len(images), images.shape[-2], images.shape[-1], images.device)
             grid = F.affine_grid(theta, list(images.shape), align_corners=False)
             images = F.grid_sample(images, grid, mode="bilinear", padding_mode="reflection", align_corners=False)
         if self.settings.color_jitter > 0:
@@ -91,7 +101,7 @@ class BatchAugment:
         def factor() -> torch.Tensor:
             return (1 + strength * (torch.rand(n, 1, 1, 1, device=images.device) * 2 - 1)).clamp_(min=0)
 
-        weights = torch.tensor([0.299, 0.587, 0.114], device=images.device).view(1, 3, 1, 1)
+        weights = torch.tensor([0.299, 0.587, 0.114]).to(images.device, non_blocking=True).view(1, 3, 1, 1)
         images = (images * factor()).clamp_(0, 1)
         mean = (images * weights).sum(dim=1, keepdim=True).mean(dim=(2, 3), keepdim=True)
         images = ((images - mean) * factor() + mean).clamp_(0, 1)
@@ -105,6 +115,3 @@ def _signs(n: int, probability: float, device: torch.device) -> torch.Tensor:
         return torch.ones(n, device=device)
     return torch.where(torch.rand(n, device=device) < probability, -1.0, 1.0)
 
-
-def _identity(n: int, device: torch.device) -> torch.Tensor:
-    return torch.tensor([[1.0, 0.0, 0.0], [0.0, 1.0, 0.0]], device=device).expand(n, 2, 3)

@@ -54,6 +54,8 @@ class FitResult:
     seconds: float  # wall time: build, fit and test evaluation
     best_state: dict[str, torch.Tensor]  # the best epoch's state dict, on the CPU
     data_config: dict[str, Any]  # the model's input pipeline (input_size, mean, std, ...)
+    channels_last: bool  # whether it trained in NHWC layout (finetune.channels_last, decided per model by auto)
+    precision: str  # Lightning's precision it trained in (finetune.precision resolved for the device)
     resumed_at: int | None = None  # the 0-based epoch this call started at, when it continued a checkpoint
 
 
@@ -133,6 +135,8 @@ def fit_once(entry: BankEntry, task: Task, hparams: Hparams, settings: FinetuneS
         seconds=time.monotonic() - start,
         best_state=module.best_state,
         data_config=datamodule.data_config,
+        channels_last=module.channels_last,
+        precision=trainer.precision,
         resumed_at=module.resumed_at,
     )
 

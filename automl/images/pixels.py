@@ -72,8 +72,9 @@ def _transform_args(config: Mapping[str, Any]) -> dict[str, Any]:
 
 def normalize(pixels: torch.Tensor, config: Mapping[str, Any]) -> torch.Tensor:
     """uint8 (or 0..255 float) [B, C, H, W] → float32, normalised with the config's mean and std (0..1 units)."""
-    mean = torch.tensor(config["mean"], device=pixels.device).view(1, -1, 1, 1) * 255
-    std = torch.tensor(config["std"], device=pixels.device).view(1, -1, 1, 1) * 255
+    # non_blocking: a blocking copy to a GPU would wait for the work queued there (a sync every batch)
+    mean = torch.tensor(config["mean"]).to(pixels.device, non_blocking=True).view(1, -1, 1, 1) * 255
+    std = torch.tensor(config["std"]).to(pixels.device, non_blocking=True).view(1, -1, 1, 1) * 255
     return pixels.float().sub_(mean).div_(std)
 
 

@@ -16,6 +16,7 @@ OPTIMIZERS = ("adamw", "sgd")
 STRATEGIES = ("full", "partial", "linear_probe")
 LOGGERS = ("none", "csv", "tensorboard", "mlflow")
 LOGGER_PACKAGES = {"tensorboard": ("tensorboard", "tensorboardX"), "mlflow": ("mlflow",)}  # any one will do
+PRECISIONS = ("auto", "32-true", "bf16-mixed", "16-mixed")  # half-precision weights ("-true") do not fine-tune well
 
 
 @dataclass
@@ -112,8 +113,10 @@ class FinetuneSettings:
     epochs_for_images: int | None = field(default=2000, metadata=rule(integer=True, ge=1, optional=True))
     default_hparams: Hparams = field(default_factory=Hparams)  # warm-start trials; fill what the space omits
     augment: AugmentSettings = field(default_factory=AugmentSettings)
-    precision: str = "auto"  # auto: bf16-mixed (or 16-mixed) on a GPU, 32-true on the CPU; or Lightning's
-    channels_last: bool = True  # NHWC weights and batches: faster convnet steps (README; slower for ViTs)
+    # auto: bf16-mixed on a GPU that supports it, else 16-mixed (loss scaled), 32-true on the CPU
+    precision: str = field(default="auto", metadata=rule(choices=PRECISIONS))
+    # NHWC weights and batches: auto = for convnets (faster steps), not for transformers (slower); or true/false
+    channels_last: Any = "auto"
     num_workers: Any = "auto"  # data loader processes: auto = 0 (batches index decoded pixels), or an int >= 0
     torch_threads: int | None = field(default=None, metadata=rule(integer=True, ge=1, optional=True))
     limit_train_batches: Any = None  # cap batches per epoch: an int, a fraction in (0, 1], or null
@@ -141,6 +144,8 @@ class FinetuneSettings:
             raise SettingsError("finetune: set n_trials and/or time_budget_min (the search needs a budget)")
         if self.num_workers != "auto":
             check_value(self.num_workers, "finetune.num_workers", integer=True, ge=0)
+        if self.channels_last != "auto" and not isinstance(self.channels_last, bool):
+            raise SettingsError(f"finetune.channels_last={self.channels_last!r} must be auto, true or false")
         if self.limit_train_batches is not None:
             check_value(self.limit_train_batches, "finetune.limit_train_batches", gt=0)
         needed = LOGGER_PACKAGES.get(self.logger, ())
