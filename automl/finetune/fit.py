@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import gc
 import logging
 import math
 import re
@@ -198,6 +199,32 @@ def _fit_interruptibly(trainer: pl.Trainer, module: pl.LightningModule, datamodu
     finally:
         if in_main_thread and handler is not None:
             signal.signal(signal.SIGINT, handler)
+
+
+_OUT_OF_MEMORY = re.compile(r"out of memory|can't allocate memory|not enough memory|STATUS_ALLOC_FAILED", re.IGNORECASE)
+
+
+def is_out_of_memory(exc: BaseException) -> bool:
+    """Whether ``exc``, or an exception it was raised from, is an allocation failure: torch's
+    ``OutOfMemoryError`` (CUDA), or a RuntimeError saying so (the CPU allocator's "DefaultCPUAllocator: can't
+    allocate memory", MPS's "out of memory", cuBLAS's and cuDNN's ``*_STATUS_ALLOC_FAILED``)."""
+    seen: set[int] = set()
+    while exc is not None and id(exc) not in seen:
+        if isinstance(exc, torch.OutOfMemoryError) or (isinstance(exc, RuntimeError)
+                                                       and _OUT_OF_MEMORY.search(str(exc))):
+            return True
+        seen.add(id(exc))
+        exc = exc.__cause__ or exc.__context__
+    return False
+
+
+def release_memory(device: str) -> None:
+    """Collect what a failed fit left (its model, optimizer and activations) and give ``device``'s cached
+    memory back, so that the next attempt starts from an empty GPU. Call it outside the ``except`` block: the
+    exception's traceback holds the failed fit's frames until then."""
+    gc.collect()
+    if device.startswith("cuda"):
+        torch.cuda.empty_cache()
 
 
 @contextlib.contextmanager

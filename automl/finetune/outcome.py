@@ -34,16 +34,17 @@ def finished_results(trials: Iterable[FrozenTrial], study_name: str) -> list[Tri
 
 
 def write_csv(path: Path, results: Iterable[TrialResult]) -> Path:
-    """``trial, model, state, <hyperparameters>, val_accuracy, test_accuracy, epochs, seconds, train_images,
-    train_gflop, stopped`` (atomic).
+    """``trial, model, state, <hyperparameters>, oom_retries, val_accuracy, test_accuracy, epochs, seconds,
+    train_images, train_gflop, stopped`` (atomic).
 
     ``epochs`` is the number of epochs trained; the ``epochs`` hyperparameter (the planned number, more
     than trained when pruned) is the column ``planned_epochs``. ``train_gflop`` is the compute the trial
-    used and ``stopped`` says why it ended.
+    used and ``stopped`` says why it ended. ``batch_size`` is the one it ran with: the planned one halved
+    ``oom_retries`` times (out of memory).
     """
     hparam_columns = ["planned_epochs" if name == "epochs" else name for name in HPARAM_NAMES]
-    columns = ["trial", "model", "state", *hparam_columns, "val_accuracy", "test_accuracy", "epochs", "seconds",
-               "train_images", "train_gflop", "stopped"]
+    columns = ["trial", "model", "state", *hparam_columns, "oom_retries", "val_accuracy", "test_accuracy", "epochs",
+               "seconds", "train_images", "train_gflop", "stopped"]
     with atomic_path(path) as tmp, tmp.open("w", newline="") as handle:
         writer = csv.writer(handle)
         writer.writerow(columns)
@@ -51,7 +52,8 @@ def write_csv(path: Path, results: Iterable[TrialResult]) -> Path:
             accuracies = ["" if v is None else round(v, 4) for v in (r.val_accuracy, r.test_accuracy)]
             gflop = "" if r.train_gflop is None else round(r.train_gflop, 3)
             writer.writerow([r.number, r.model or "", r.state, *(r.hparams.get(k, "") for k in HPARAM_NAMES),
-                             *accuracies, r.epochs, round(r.seconds, 2), r.train_images, gflop, r.stopped])
+                             r.oom_retries, *accuracies, r.epochs, round(r.seconds, 2), r.train_images, gflop,
+                             r.stopped])
     return path
 
 

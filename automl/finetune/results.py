@@ -17,6 +17,7 @@ from automl.finetune.attrs import (
     HPARAMS,
     INTERRUPTED,
     MODEL_PARAM,
+    OOM_RETRIES,
     REFIT,
     TEST_PREDICTIONS,
     WEIGHTS,
@@ -42,6 +43,7 @@ class TrialResult:
     fail_reason: str | None  # FAIL: "<exception type>: <message>", or why it did not run to the end
     weights: Path | None  # best-epoch weights (COMPLETE trials)
     test_predictions: Path | None  # .npy of the class given to each test image (COMPLETE trials)
+    oom_retries: int = 0  # times it ran out of memory and started again with half the batch size
 
     @classmethod
     def from_trial(cls, study: str, trial: FrozenTrial) -> TrialResult:
@@ -66,6 +68,7 @@ class TrialResult:
             fail_reason=reason,
             weights=Path(attrs[WEIGHTS]) if attrs.get(WEIGHTS) else None,
             test_predictions=Path(attrs[TEST_PREDICTIONS]) if attrs.get(TEST_PREDICTIONS) else None,
+            oom_retries=int(attrs.get(OOM_RETRIES, 0)),
         )
 
 

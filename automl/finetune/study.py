@@ -18,7 +18,7 @@ from optuna.trial import FrozenTrial, TrialState
 from automl._storage import SQLITE_TIMEOUT_S, storage_url
 from automl.bank import BankEntry
 from automl.errors import AutomlError
-from automl.finetune.attrs import MODEL_PARAM, RESUMES
+from automl.finetune.attrs import MODEL_PARAM, OOM_RETRIES, RESUMES
 from automl.finetune.space import SearchSpace
 from automl.settings import FinetuneSettings
 
@@ -126,11 +126,13 @@ def join_study(study: optuna.Study, candidates: Sequence[BankEntry], available: 
 
 def requeue(study: optuna.Study, trial: FrozenTrial) -> None:
     """Queue ``trial`` to run again as Optuna's stale-trial retry does (same parameters, pruning rungs
-    passed and epochs reported), carrying only which fit it continues (``RESUMES``): an interrupted trial
-    resumes from its checkpoint, judged by the pruner as if it had not stopped."""
+    passed and epochs reported), carrying only which fit it continues (``RESUMES``) and the batch-size
+    halvings it needed (``OOM_RETRIES``): an interrupted trial resumes from its checkpoint, with the batch
+    size that trained it, judged by the pruner as if it had not stopped."""
     study.add_trial(optuna.create_trial(
         state=TrialState.WAITING, params=trial.params, distributions=trial.distributions,
-        user_attrs={RESUMES: trial.user_attrs.get(RESUMES, trial.number)},
+        user_attrs={RESUMES: trial.user_attrs.get(RESUMES, trial.number),
+                    OOM_RETRIES: trial.user_attrs.get(OOM_RETRIES, 0)},
         system_attrs=dict(trial.system_attrs), intermediate_values=dict(trial.intermediate_values)))
 
 

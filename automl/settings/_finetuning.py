@@ -128,6 +128,8 @@ class FinetuneSettings:
     heartbeat_interval: int = field(default=30, metadata=rule(integer=True, ge=1))  # seconds
     grace_period: int = field(default=120, metadata=rule(integer=True, ge=1))  # then a silent trial is retried
     max_retry: int = field(default=2, metadata=rule(integer=True, ge=0))  # retries of a trial whose worker died
+    # A trial out of memory runs again with half the batch size, down to this floor (then it fails).
+    min_batch_size: int = field(default=8, metadata=rule(integer=True, ge=1))
 
     def planned_epochs(self, num_train: int) -> int:
         """Epochs a trial plans on ``num_train`` training images: ``default_hparams.epochs`` up to
