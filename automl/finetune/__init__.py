@@ -1,9 +1,9 @@
 """Fine-tuning stage: an Optuna study over (top-k bank model x hyperparameters), each trial a Lightning fit.
 
 ``run_finetune(task, candidates, settings, search_space, storage=..., device=..., seed=..., run_dir=...)``
-runs (or joins, or resumes) the study and exports the best model; ``load_outcome`` summarises an
-existing study without training; ``fit_once`` is the one fit both a trial and the benchmarks' fixed
-recipe run. Budget, resume and scale-out semantics: :mod:`automl.finetune.search`.
+runs (or joins, or resumes) the study and exports the best model; ``load_outcome`` reads an existing
+study's outcome without training or writing anything; ``fit_once`` is the one fit both a trial and the
+benchmarks' fixed recipe run. Budget, resume and scale-out semantics: :mod:`automl.finetune.search`.
 """
 
 from automl.finetune.fit import FitResult, fit_once, predict_split, quiet_libraries, torch_threads

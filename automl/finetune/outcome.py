@@ -1,5 +1,7 @@
-"""What a search leaves, summarised: its trials as :class:`~automl.finetune.results.TrialResult` rows,
-``finetune.csv``, and the best trial (or its refit) exported to ``<run_dir>/best``."""
+"""What a search leaves: :func:`read_outcome` reads it from the study (its trials as
+:class:`~automl.finetune.results.TrialResult` rows, the best one and its refit) and writes nothing, so a
+report can read a run; :func:`write_outcome` is the end of a search: ``finetune.csv`` and the best trial
+(or its refit) exported to ``<run_dir>/best``."""
 
 from __future__ import annotations
 
@@ -14,7 +16,7 @@ from optuna.trial import FrozenTrial
 
 from automl._fileio import atomic_path
 from automl.bank import BankEntry, weights_digest
-from automl.deploy.exported import export_model
+from automl.deploy.exported import ExportError, export_model, read_config
 from automl.finetune.attrs import (
     DATA_CONFIG,
     OVER_BUDGET,
@@ -63,22 +65,43 @@ def best_trial(results: Sequence[TrialResult]) -> TrialResult | None:
                key=lambda r: (r.val_accuracy, -r.number), default=None)
 
 
-def summarize_study(study: optuna.Study, task: Task, candidates: Sequence[BankEntry], run_dir: Path
-                    ) -> FinetuneOutcome:
-    """``run_dir/finetune.csv``, and the best COMPLETE trial (its refit when the study holds one) exported
-    to ``run_dir/best``."""
-    trials = study.get_trials(deepcopy=False)  # by number: trials[n].number == n
+def read_outcome(study: optuna.Study, run_dir: Path) -> FinetuneOutcome:
+    """The search as ``study`` holds it; ``best_dir`` is ``run_dir/best`` when that folder holds the export
+    of this study's best trial (or of its refit), else None. Reads only."""
+    trials = study.get_trials(deepcopy=False)
     results = finished_results(trials, study.study_name)
-    write_csv(run_dir / "finetune.csv", results)
     best = best_trial(results)
     refit = Refit.of_study(study, best) if best is not None else None
-    best_dir = None
-    if best is not None:
-        entry = next(entry for entry in candidates if entry.name == best.model)
-        best_dir = _export_best(best, refit, trials[best.number], entry, task, run_dir)
-    return FinetuneOutcome(study=study.study_name, candidates=[entry.name for entry in candidates], trials=results,
-                           best=best, refit=refit, best_dir=best_dir, n_counted=sum(map(counts, trials)),
-                           optuna_study=study)
+    return FinetuneOutcome(study=study.study_name, candidates=list(study.user_attrs.get("candidates", [])),
+                           trials=results, best=best, refit=refit, best_dir=_exported(run_dir / "best", best, refit),
+                           n_counted=sum(map(counts, trials)), optuna_study=study)
+
+
+def write_outcome(study: optuna.Study, task: Task, candidates: Sequence[BankEntry], run_dir: Path
+                  ) -> FinetuneOutcome:
+    """Write ``run_dir/finetune.csv`` and export the best COMPLETE trial (its refit when the study holds
+    one) to ``run_dir/best``; the outcome as :func:`read_outcome` then reads it."""
+    outcome = read_outcome(study, run_dir)
+    write_csv(run_dir / "finetune.csv", outcome.trials)
+    best = outcome.best
+    if best is None:
+        return outcome
+    entry = next(entry for entry in candidates if entry.name == best.model)
+    trial = study.get_trials(deepcopy=False)[best.number]  # by number: trials[n].number == n
+    return dataclasses.replace(outcome, best_dir=_export_best(best, outcome.refit, trial, entry, task, run_dir))
+
+
+def _exported(best_dir: Path, best: TrialResult | None, refit: Refit | None) -> Path | None:
+    """``best_dir`` if it holds the export of ``best`` (refitted as ``refit`` says), else None."""
+    if best is None:
+        return None
+    try:
+        config = read_config(best_dir)
+    except ExportError:
+        return None
+    same = (config.get("study"), config.get("trial"), config.get("refit") is not None) == (
+        best.study, best.number, refit is not None)
+    return best_dir if same else None
 
 
 def _export_best(best: TrialResult, refit, trial: FrozenTrial, entry: BankEntry, task: Task, run_dir: Path

@@ -56,12 +56,12 @@ from typing import Any
 import optuna
 from optuna.trial import TrialState
 
-from automl._storage import redact_url, storage_slug
+from automl._storage import redact_url, storage_slug, storage_url
 from automl.bank import BankEntry
 from automl.finetune.budget import Budget
 from automl.finetune.fit import quiet_libraries, torch_threads
 from automl.finetune.objective import Objective
-from automl.finetune.outcome import best_trial, finished_results, summarize_study
+from automl.finetune.outcome import best_trial, finished_results, read_outcome, write_outcome
 from automl.finetune.refit import ensure_refit
 from automl.finetune.results import FinetuneOutcome, TrialResult
 from automl.finetune.space import SearchSpace, check_search
@@ -133,18 +133,18 @@ def run_finetune(task: Task, candidates: Sequence[BankEntry], settings: Finetune
         if settings.refit and best is not None:
             ensure_refit(optuna_study, best, available[best.model], task, settings, device=device, seed=seed,
                          artifacts=artifacts)
-    return summarize_study(optuna_study, task, candidates, run_dir)
+    return write_outcome(optuna_study, task, candidates, run_dir)
 
 
-def load_outcome(task: Task, available: Mapping[str, BankEntry], settings: FinetuneSettings,
-                 search_space: Mapping[str, Any], *, storage: str, run_dir: str | Path, study: str
-                 ) -> FinetuneOutcome | None:
-    """The study ``study``, summarised without training (None: no such study); its candidates are looked
-    up in ``available``. Writes ``finetune.csv`` and exports the best trial to ``run_dir/best`` like a
-    finished search."""
+def load_outcome(storage: str, study: str, run_dir: str | Path) -> FinetuneOutcome | None:
+    """The study ``study`` in ``storage`` as it stands (None: no such study there), read without
+    training, writing or exporting anything: ``best_dir`` is ``run_dir/best`` when it holds the study's
+    best model. A SQLite file that does not exist is not created."""
+    url = storage_url(storage, make_folder=False)
+    if url.startswith("sqlite:///") and not Path(url.removeprefix("sqlite:///")).is_file():
+        return None
     try:
-        optuna_study = optuna.load_study(study_name=study, storage=open_storage(storage, settings))
+        optuna_study = optuna.load_study(study_name=study, storage=url)
     except KeyError:
         return None
-    candidates = join_study(optuna_study, list(available.values()), available, search_space)
-    return summarize_study(optuna_study, task, candidates, Path(run_dir))
+    return read_outcome(optuna_study, Path(run_dir))

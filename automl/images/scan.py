@@ -1,5 +1,6 @@
 """The task scan: every image is read and decoded once before any work, and its content hashed from the
 same bytes, so corrupt files are found up front and the task's fingerprint covers what the pixels are.
+The scan also keeps each image's size and mode, for the run's data summary.
 
 Results are cached per task (one JSON file per image source under ``cache_dir/scans/``), keyed by each
 file's size and mtime: a rescan reads only new or changed files, and the cache holds only the task's
@@ -9,6 +10,7 @@ current files, so it never grows past the task.
 from __future__ import annotations
 
 import hashlib
+import io
 import json
 import logging
 import os
@@ -18,19 +20,28 @@ from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
 from typing import NamedTuple
 
+from PIL import Image
+
 from automl._fileio import atomic_write_text
 from automl.images._portable import is_image_file
 from automl.images.decode import BadImageError, decode_image
 
 log = logging.getLogger(__name__)
 
-CACHE_VERSION = 3
+CACHE_VERSION = 4
 PARALLEL_MIN_FILES = 2000  # below this a process pool costs more than it saves
 
 
 class ImageScan(NamedTuple):
-    side: int  # min(width, height) in pixels
+    width: int  # pixels, after EXIF orientation (as a model sees it)
+    height: int
+    mode: str  # the file's PIL mode before conversion to RGB (L, P, RGBA, I;16, ...)
     digest: str  # sha1 of the file's bytes
+
+    @property
+    def side(self) -> int:
+        """min(width, height) in pixels."""
+        return min(self.width, self.height)
 
 
 def scan_images(paths: Sequence[Path], cache_file: Path, max_pixels: int, workers: int | None = None
@@ -86,7 +97,10 @@ def _scan_one(path: Path, max_pixels: int) -> ImageScan | str:
         return f"not an image file extension ({path.suffix or 'none'})"
     try:
         data = path.read_bytes()
-        return ImageScan(min(decode_image(data, path, max_pixels).size), hashlib.sha1(data).hexdigest())
+        width, height = decode_image(data, path, max_pixels).size
+        with Image.open(io.BytesIO(data)) as image:  # the header again, for the mode decoding replaced
+            mode = image.mode
+        return ImageScan(width, height, mode, hashlib.sha1(data).hexdigest())
     except OSError as exc:
         return f"not a readable image ({type(exc).__name__}: {exc})"
     except BadImageError as exc:

@@ -14,12 +14,12 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
-import numpy as np
 import sqlalchemy.exc
 from rich.console import Console
 from rich.table import Table
 
-from automl._storage import redact_url
+from automl._device import describe_hardware
+from automl._storage import has_password, redact_url
 from automl.bank import load_bank, weights_digest
 from automl.errors import AutomlError
 from automl.finetune import FinetuneOutcome, load_outcome, run_finetune
@@ -28,7 +28,7 @@ from automl.history import History, TransferRecord, similar_task_hparams
 from automl.images.tasks import load_task
 from automl.predictor import format_calibration, leave_one_task_out
 from automl.rank.stage import Ranking, rank_bank, ranking_table, write_ranking_csv
-from automl.run.folder import RUN_FILE, read_record, record_ranking, recorded_ranking, write_record
+from automl.run.folder import RUN_FILE, RunRecord, read_record, record_ranking, recorded_ranking, write_record
 from automl.run.recorder import TrialRecorder
 from automl.run.report import write_report
 from automl.settings import AutomlSettings
@@ -52,8 +52,9 @@ class StageClock:
 
 @dataclass(frozen=True)
 class RunResult:
-    """What the stages of a run made: its ranking (None for ``stage=calibrate`` alone) and its study's
-    outcome (None unless it fine-tuned or reported)."""
+    """What the stages of a run made: its ranking (None for ``stage=calibrate`` or ``stage=report`` alone:
+    a report reads the run's record, not the bank) and its study's outcome (None unless it fine-tuned or
+    reported)."""
 
     ranking: Ranking | None
     outcome: FinetuneOutcome | None
@@ -69,8 +70,9 @@ def run(settings: AutomlSettings, run_dir: Path, console: Console | None = None)
     """Run ``settings.stage`` (or all stages) in ``run_dir``.
 
     A folder that already holds a run of the same task and bank (:mod:`automl.run.folder`) is resumed: its
-    ranking and study are reused, and ``stage=report`` only reads them. Elsewhere ``stage=finetune`` ranks
-    first (cached features make that seconds); the study and history come from ``settings.storage``.
+    ranking and study are reused. ``stage=report`` reads only the folder's record and the study it names
+    (loading neither task nor bank). Elsewhere ``stage=finetune`` ranks first (cached features make that
+    seconds); the study and history come from ``settings.storage``.
     """
     stages = settings.stages
     console = console or Console()
@@ -79,22 +81,28 @@ def run(settings: AutomlSettings, run_dir: Path, console: Console | None = None)
     if "finetune" in stages:  # checked before anything runs: a bad search space should not wait for the ranking
         check_search(settings.finetune, settings.search_space, ["model"])
     clock = StageClock()
-    history = open_history(settings.storage)
+    report_only = stages == ("report",)
+    history = None if report_only else open_history(settings.storage)
 
     ranking = outcome = record = None
     calibration_text = None
-    if stages != ("calibrate",):
+    if report_only:
+        record = _recorded_run(run_dir)
+    elif stages != ("calibrate",):
         records = history.records()  # before fine-tuning adds to it: what the ranking and warm start learn from
         with clock("rank"):
             ranking, record, bank = _ranking(settings, run_dir, records)
         if record.stage_seconds.get("rank"):  # a resumed run: its ranking was read, not made again
             clock.seconds["load run"] = clock.seconds.pop("rank")
+        record.hardware = describe_hardware(settings.device)
         console.print(ranking_table(ranking, settings.rank.show))
 
-    if "finetune" in stages or "report" in stages:
-        with clock("finetune" if "finetune" in stages else "load study"):
-            outcome = _finetune(settings, ranking, bank, record, run_dir, history, records,
-                                train="finetune" in stages)
+    if "finetune" in stages:
+        with clock("finetune"):
+            outcome = _finetune(settings, ranking, bank, record, run_dir, history, records)
+    elif report_only:
+        with clock("load study"):
+            outcome = _recorded_outcome(settings, record, run_dir)
 
     if "calibrate" in stages:
         with clock("calibrate"):
@@ -102,16 +110,14 @@ def run(settings: AutomlSettings, run_dir: Path, console: Console | None = None)
 
     if "report" in stages:
         with clock("report"):
-            seconds = {**(record.stage_seconds if record else {}), **clock.seconds}  # earlier stages here too
-            report = write_report(run_dir, ranking, outcome=outcome, stage_seconds=seconds,
-                                  test_predictions=_test_predictions(outcome), calibration_table=calibration_text)
+            seconds = {**record.stage_seconds, **clock.seconds}  # earlier stages in this folder too
+            report = write_report(run_dir, record, outcome, stage_seconds=seconds,
+                                  calibration_table=calibration_text)
         log.info("report: %s", report)
     if record is not None:
         record.stage_seconds.update({k: v for k, v in clock.seconds.items() if k not in ("load study", "load run")})
         write_record(run_dir, record)
-
-    if ranking is not None:
-        console.print(_summary(ranking, outcome, clock.seconds, run_dir))
+        console.print(summary_table(record, outcome, clock.seconds, run_dir))
     if "finetune" in stages and (outcome is None or outcome.best is None):
         raise NothingExported(outcome)
     return RunResult(ranking, outcome)
@@ -141,17 +147,39 @@ class StorageError(AutomlError):
     """The ``storage`` database cannot be used."""
 
 
+def _recorded_run(run_dir: Path) -> RunRecord:
+    """The record of the run in ``run_dir``, which ``stage=report`` reads (an error if there is none)."""
+    record = read_record(run_dir)
+    if record is None:
+        raise AutomlError(f"stage=report reads a run folder, and {run_dir} holds no run ({RUN_FILE}); point "
+                          "hydra.run.dir at the folder of the run to report")
+    return record
+
+
+def _recorded_outcome(settings: AutomlSettings, record: RunRecord, run_dir: Path) -> FinetuneOutcome | None:
+    """The outcome of the study the run recorded (None: it did not fine-tune), read from the storage it
+    recorded, else ``settings.storage``; a study found in neither is an error, not a shorter report."""
+    if record.study is None:
+        return None
+    storages = list(dict.fromkeys(url for url in (record.storage, settings.storage) if url))
+    for storage in storages:
+        outcome = load_outcome(storage, record.study, run_dir)
+        if outcome is not None:
+            return outcome
+    raise AutomlError(f"{run_dir}: the run's study {record.study!r} is not in "
+                      f"{' nor '.join(f'storage={redact_url(url)}' for url in storages)}; pass the storage= the "
+                      "run used")
+
+
 def _ranking(settings: AutomlSettings, run_dir: Path, records: list[TransferRecord]):
     """The run's ranking: the one the folder recorded, unless the stage is to rank; else ranked now."""
     task = load_task(settings.task, settings.cache_dir)
     bank = load_bank(settings.bank, settings.cache_dir)
     record = read_record(run_dir)
     if record is not None and not record.matches(task, bank):
-        raise AutomlError(f"{run_dir} holds a run of task {record.task_name!r} (fingerprint {record.task_fingerprint}) "
-                          f"with bank {record.bank!r}, not this one; use another hydra.run.dir")
-    if settings.stages == ("report",) and record is None:
-        raise AutomlError(f"stage=report reads a run folder, and {run_dir} holds no run ({RUN_FILE}); point "
-                          "hydra.run.dir at the folder of the run to report")
+        raise AutomlError(f"{run_dir} holds a run of task {record.task.name!r} (fingerprint "
+                          f"{record.task.fingerprint}) with bank {record.bank!r}, not this one; use another "
+                          "hydra.run.dir")
     if record is not None and settings.stages != ("rank",):
         log.info("%s: resuming the run recorded there (its ranking%s)", run_dir,
                  f" and study {record.study}" if record.study else "")
@@ -164,21 +192,19 @@ def _ranking(settings: AutomlSettings, run_dir: Path, records: list[TransferReco
     return ranking, record, bank
 
 
-def _finetune(settings: AutomlSettings, ranking: Ranking, bank, record, run_dir: Path, history: History,
-              records: list[TransferRecord], train: bool):
-    """Run (``train=True``) or only load (for a report) the run's study."""
+def _finetune(settings: AutomlSettings, ranking: Ranking, bank, record: RunRecord, run_dir: Path, history: History,
+              records: list[TransferRecord]) -> FinetuneOutcome:
+    """Run the run's study (resumed when the record names one) and record it in ``run.json``."""
     candidates = [model.entry for model in ranking.top(settings.finetune.top_k)]
     study = record.study or settings.finetune.study or study_name(ranking.task, bank, settings)
     available = {entry.name: entry for entry in bank}
-    if not train:
-        return load_outcome(ranking.task, available, settings.finetune, settings.search_space,
-                            storage=settings.storage, run_dir=run_dir, study=study)
     warm = similar_task_hparams(records, ranking.task.meta(), [entry.name for entry in candidates])
     outcome = run_finetune(ranking.task, candidates, settings.finetune, settings.search_space,
                            storage=settings.storage, device=settings.device, seed=settings.seed, run_dir=run_dir,
                            study=study, available=available, warm=warm,
                            on_trial_finished=TrialRecorder(history, ranking.task, ranking.models))
     record.study, record.candidates = outcome.study, outcome.candidates
+    record.storage = None if has_password(settings.storage) else settings.storage
     write_record(run_dir, record)
     return outcome
 
@@ -216,33 +242,30 @@ def _calibrate(settings: AutomlSettings, history: History, console: Console) -> 
     return text.file.getvalue()
 
 
-def _test_predictions(outcome) -> np.ndarray | None:
-    """The class the exported model gave each test image, as its fit measured it (None: not on this machine)."""
-    path = outcome.test_predictions if outcome is not None else None
-    return np.load(path) if path is not None and path.is_file() else None
-
-
-def _summary(ranking: Ranking | None, outcome, seconds: dict[str, float], run_dir: Path) -> Table:
+def summary_table(record: RunRecord, outcome: FinetuneOutcome | None, seconds: dict[str, float], run_dir: Path
+                  ) -> Table:
+    """The run at a glance, within 80 columns: a long model name folds onto a second line, never cut."""
     table = Table(title=f"automl summary — {run_dir}")
-    table.add_column("model")
-    table.add_column("predicted acc %", justify="right")
+    table.add_column("model", overflow="fold", min_width=12)
+    table.add_column("predicted acc %", justify="right", no_wrap=True)
     if outcome is not None:
-        table.add_column("trials", justify="right")
-        table.add_column("measured acc %", justify="right")
+        table.add_column("trials", justify="right", no_wrap=True)
+        table.add_column("measured acc %", justify="right", no_wrap=True)
     trials = outcome.trials if outcome is not None else []
     best_trials = outcome.best_by_model() if outcome is not None else {}
     tried = {trial.model for trial in trials}
-    for model in (ranking.top(max(3, len(tried))) if ranking else []):
+    for model in record.top(max(3, len(tried))):
         cells = [model.name, f"{model.predicted:.1f} [{model.low:.1f}, {model.high:.1f}]"]
         if outcome is not None:
             cells += [str(sum(trial.model == model.name for trial in trials)),
                       _measured(model.name, trials, best_trials.get(model.name))]
         table.add_row(*cells)
     best = outcome.best if outcome is not None else None
-    captions = [f"skipped {name}: {reason.splitlines()[0]}" for name, reason in ranking.failed.items()]
+    captions = [f"skipped {name}: {reason.splitlines()[0]}" for name, reason in record.failed.items()]
     if best is not None:
         refit = " (refit on train + val)" if outcome.refit is not None else ""
-        captions.append(f"best: {best.model}{refit} — test accuracy {outcome.test_accuracy:.1f}% → {outcome.best_dir}")
+        where = f" → {outcome.best_dir}" if outcome.best_dir is not None else ""
+        captions.append(f"best: {best.model}{refit} — test accuracy {outcome.test_accuracy:.1f}%{where}")
     captions.append("time: " + ", ".join(f"{name} {secs:.0f}s" for name, secs in seconds.items()))
     table.caption = "\n".join(captions)
     return table

@@ -127,7 +127,7 @@ def pipeline_vs_brute_force(settings: BenchRunSettings, bank: str, folder: Path,
     refit = config.get("refit") or {}
     fit_seconds = sum(float(t["seconds"]) for t in trials) + refit.get("seconds", 0.0)
     fit_gflop = sum(float(t["train_gflop"] or 0) for t in trials) + refit.get("train_gflop", 0.0)
-    probe_gflop = sum(m["model_meta"].get("mflops", 0.0) for m in record.ranking) * pipeline.probe.budget / 1e3
+    probe_gflop = sum(m.model_meta.get("mflops", 0.0) for m in record.ranking) * pipeline.probe.budget / 1e3
     gflop = fit_gflop + probe_gflop
     return {"bank": bank, "target": target, "pipeline_model": config["source"]["model"],
             "pipeline_test": config["test_accuracy"],
