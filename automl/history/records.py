@@ -106,6 +106,21 @@ class TransferRecord:
         """The measured fine-tuned accuracy in percent: test accuracy, else validation accuracy, else None."""
         return self.test_accuracy if self.test_accuracy is not None else self.val_accuracy
 
+    @property
+    def curve_estimate(self) -> float | None:
+        """For a fit stopped early, the test accuracy (percent) its validation curve was headed for
+        (``fidelity["curve_estimate"]``, :mod:`automl.predictor.curves`); None for complete fits and for
+        records without one."""
+        estimate = self.fidelity.get("curve_estimate")
+        return None if self.complete or not isinstance(estimate, dict) else _optional_float("curve_estimate",
+                                                                                               estimate.get("mean"))
+
+    @property
+    def outcome_accuracy(self) -> float | None:
+        """The fine-tuned accuracy (percent) the record stands for: measured by a complete fit, else the curve
+        estimate of a fit stopped early."""
+        return self.measured_accuracy if self.complete else self.curve_estimate
+
 
 FIELDS = tuple(f.name for f in dataclasses.fields(TransferRecord))
 

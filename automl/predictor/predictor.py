@@ -86,20 +86,23 @@ def _cold_model(kind: str, coverage: float, data_dir: str) -> AccuracyModel:
     return AccuracyModel(kind, coverage).fit(*training.arrays())
 
 
-def comparable_transfers(records: Iterable[TransferRecord]) -> list[TransferRecord]:
-    """The records a predictor learns from: complete fits with a measured accuracy, one per (task, model):
-    the one with the best validation accuracy, as a search would pick it. First-seen order."""
-    best: dict[tuple[str, str], TransferRecord] = {}
+def comparable_transfers(records: Iterable[TransferRecord], estimated: bool = False) -> list[TransferRecord]:
+    """The records a predictor learns from, one per (task, model), the one a search would pick (best
+    validation accuracy): complete fits with a measured accuracy and, with ``estimated``, for the models no
+    fit of which ran to its end, a fit stopped early whose validation curve says where it was headed
+    (``record.curve_estimate``). First-seen order."""
+    def selection(record: TransferRecord) -> float:
+        return record.val_accuracy if record.val_accuracy is not None else record.outcome_accuracy
+
+    complete: dict[tuple[str, str], TransferRecord] = {}
+    stopped: dict[tuple[str, str], TransferRecord] = {}
     for record in records:
-        if not record.complete or record.measured_accuracy is None:
-            continue
         key = (record.task_fingerprint, record.model_name)
-        selection = record.val_accuracy if record.val_accuracy is not None else record.measured_accuracy
-        current = best.get(key)
-        if current is None or selection > (current.val_accuracy if current.val_accuracy is not None
-                                           else current.measured_accuracy):
-            best[key] = record
-    return list(best.values())
+        chosen = complete if record.complete and record.measured_accuracy is not None else (
+            stopped if estimated and record.curve_estimate is not None else None)
+        if chosen is not None and (key not in chosen or selection(record) > selection(chosen[key])):
+            chosen[key] = record
+    return [*complete.values(), *(record for key, record in stopped.items() if key not in complete)]
 
 
 def history_training_set(transfers: Sequence[TransferRecord], score_names: Sequence[str],
@@ -111,7 +114,7 @@ def history_training_set(transfers: Sequence[TransferRecord], score_names: Seque
     parts = []
     for task, items in by_task.items():
         candidates = [candidate_of(record) for record in items]
-        accuracy = np.array([record.measured_accuracy for record in items])
+        accuracy = np.array([record.outcome_accuracy for record in items])
         chance = np.array([c.chance for c in candidates])
         parts.append(TrainingSet(bank_features(candidates, score_names), to_level(accuracy, chance),
                                  np.array([f"user:{task}"] * len(items)),
@@ -148,13 +151,14 @@ class AccuracyPredictor:
 
     def fit(self, records: Iterable[TransferRecord] = ()) -> AccuracyPredictor:
         """Refine the cold start with ``records`` when that helps on the user's own tasks (module docstring)."""
+        records = list(records)
         transfers = comparable_transfers(records)
         self.n_records_, self.n_tasks_ = len(transfers), len({r.task_fingerprint for r in transfers})
         self._model, self.source_, self.calibration_ = None, "meta-benchmark", None
         if self.n_tasks_ >= 2:
-            self.calibration_ = leave_one_task_out(transfers, self.settings, self.data_dir)
+            self.calibration_ = leave_one_task_out(records, self.settings, self.data_dir)
             if self.calibration_["helps"]:
-                self._model = self.refined(transfers)
+                self._model = self.refined(comparable_transfers(records, self.settings.learn_from_curves))
                 self.source_ = f"meta-benchmark + {self.n_tasks_} task(s) of history"
         log.info("predictor: %s (%d comparable transfer(s) on %d task(s) in the history)", self.source_,
                  self.n_records_, self.n_tasks_)
@@ -180,14 +184,16 @@ def leave_one_task_out(records: Sequence[TransferRecord], settings: PredictorSet
                        data_dir: str | None = None) -> dict[str, Any]:
     """Cold start vs refined-on-the-other-tasks, on each of the history's tasks in turn.
 
-    Only comparable records count (:func:`comparable_transfers`). Returns ``num_tasks``,
+    Each task's complete fits are predicted (:func:`comparable_transfers`) by the model refined on the other
+    tasks' (with ``settings.learn_from_curves``, their fits stopped early too). Returns ``num_tasks``,
     ``num_records``, ``coverage`` (the interval's nominal share); ``overall`` and per task
     ``tasks[fingerprint]`` (with ``task_name``, ``num_records``) holding for ``cold_start`` and
     ``calibrated`` ``{"mae": accuracy points, "spearman": in [-1, 1] or NaN, "coverage": share inside
     the interval}``; ``rows``: one dict per transfer; ``helps``: the refined model has the lower MAE *and*
     a Spearman no more than ``SPEARMAN_TOLERANCE`` lower. Raises ValueError with fewer than two tasks.
     """
-    transfers = comparable_transfers(records)
+    transfers = comparable_transfers(records)  # judged on: measured by complete fits
+    learned = comparable_transfers(records, estimated=(settings or PredictorSettings()).learn_from_curves)
     tasks = list(dict.fromkeys(record.task_fingerprint for record in transfers))
     if len(tasks) < 2:
         raise ValueError(f"leave-one-task-out needs complete fine-tuning records on at least 2 tasks; the history "
@@ -197,7 +203,7 @@ def leave_one_task_out(records: Sequence[TransferRecord], settings: PredictorSet
     rows = []
     for task in tasks:
         held_out = [record for record in transfers if record.task_fingerprint == task]
-        refined = predictor.refined([record for record in transfers if record.task_fingerprint != task])
+        refined = predictor.refined([record for record in learned if record.task_fingerprint != task])
         candidates = [candidate_of(record) for record in held_out]
         both = {"cold_start": predictor.predict(candidates, predictor.cold_start()),
                 "calibrated": predictor.predict(candidates, refined)}

@@ -8,6 +8,7 @@ from collections.abc import Mapping, Sequence
 from automl.bank import BankEntry, weights_digest
 from automl.history import History, TransferRecord
 from automl.images import Task
+from automl.predictor import shipped_curve_model
 from automl.rank import RankedModel
 
 
@@ -45,5 +46,16 @@ class TrialRecorder:
             hparams=result.hparams, val_accuracy=result.val_accuracy, test_accuracy=result.test_accuracy,
             epochs=result.epochs, seconds=result.seconds,
             fidelity={"state": result.state, "planned_epochs": result.hparams.get("epochs"),
-                      "val_curve": result.val_curve},
+                      "val_curve": result.val_curve, **curve_estimate(result, self.task.num_classes)},
         ))
+
+
+def curve_estimate(result, num_classes: int) -> dict:
+    """For a trial stopped early with a validation curve: ``{"curve_estimate": {mean, low, high}}``, the test
+    accuracy (percent) its curve was headed for (:mod:`automl.predictor.curves`); else nothing."""
+    planned = result.hparams.get("epochs")
+    if result.state != "PRUNED" or not result.val_curve or not planned:
+        return {}
+    estimate = shipped_curve_model().estimate(result.val_curve, int(planned), 100.0 / num_classes)
+    return {"curve_estimate": {"mean": round(estimate.mean, 3), "low": round(estimate.low, 3),
+                               "high": round(estimate.high, 3)}}

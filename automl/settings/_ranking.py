@@ -98,6 +98,10 @@ class PredictorSettings:
     kind: str = field(default="blend", metadata=rule(choices=("ridge", "boosting", "blend")))
     coverage: float = field(default=0.8, metadata=rule(gt=0, lt=1))  # central share of held-out errors
     data: str | None = None  # a meta-benchmark data folder to learn from; null: the one the package ships
+    # Your history's trials stopped early teach too, at the accuracy their validation curve was headed for
+    # (automl.predictor.curves; docs/results/learning-curves.md), not only the one fit per run that completes.
+    # The refit is adopted only when leave-one-task-out on complete fits says it helps, either way.
+    learn_from_curves: bool = True
 
     def __post_init__(self) -> None:
         check_fields(self, "rank.predictor")
