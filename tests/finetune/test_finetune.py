@@ -358,11 +358,13 @@ def test_resume_after_sigkill_keeps_finished_trials_and_counts_exactly(env, tmp_
                      "finetune.warm_start=false", "finetune.pruner=none")
     cfg = resolve(compose(args))
     worker = start_worker(args, tmp_path / "run", tmp_path / "first.log")
-    wait_for_trials(worker, cfg, tmp_path / "first.log",  # kill -9 while trial 1 runs (trial 0 finished)
-                    lambda t: len(t) >= 2 and t[0].state.is_finished() and t[1].state == TrialState.RUNNING)
+    wait_for_trials(worker, cfg, tmp_path / "first.log",  # kill -9 while trial 1 runs (trial 0 finished),
+                    lambda t: len(t) >= 2 and t[0].state.is_finished() and t[1].state == TrialState.RUNNING
+                    and len(t[1].intermediate_values) >= 2)  # two of its epochs done
     worker.send_signal(signal.SIGKILL)
     worker.wait()
-    first = load(cfg).trials[0]
+    first, killed = load(cfg).trials[:2]
+    done_at_kill = len(killed.intermediate_values)
 
     finish(start_worker(args, tmp_path / "run", tmp_path / "second.log"), tmp_path / "second.log")
     trials = load(cfg).trials
@@ -372,27 +374,35 @@ def test_resume_after_sigkill_keeps_finished_trials_and_counts_exactly(env, tmp_
     # the kill may land while trial 1 is still sampling: its retry keeps every sampled value, samples the rest
     assert len(retry) == 1 and trials[1].params.items() <= retry[0].params.items() and counts(retry[0])
     assert sum(counts(t) for t in trials) == 3
+    # the retry continued the killed fit from its last checkpoint: at most one epoch lost
+    assert done_at_kill - 1 <= retry[0].user_attrs["resumed_at_epoch"] <= done_at_kill
+    assert len(retry[0].user_attrs["val_curve"]) == 10
 
 
 @pytest.mark.slow
-def test_ctrl_c_mid_fit_exits_130_and_the_rerun_trains_that_trial_again(env, tmp_path):
+def test_ctrl_c_mid_fit_exits_130_and_the_rerun_continues_that_trial(env, tmp_path):
     args = overrides(env, tmp_path, 2, "finetune.max_epochs=16", "finetune.default_hparams.epochs=16",
                      "finetune.warm_start=false", "finetune.pruner=none")
     cfg = resolve(compose(args))
     worker = start_worker(args, tmp_path / "run", tmp_path / "first.log")
-    wait_for_trials(worker, cfg, tmp_path / "first.log",  # Ctrl-C once trial 0 has validated an epoch: in the fit
-                    lambda t: len(t) >= 1 and t[0].state == TrialState.RUNNING and t[0].intermediate_values)
+    wait_for_trials(worker, cfg, tmp_path / "first.log",  # Ctrl-C once trial 0 has validated two epochs (so its
+                    lambda t: len(t) >= 1 and t[0].state == TrialState.RUNNING  # first checkpoint is written)
+                    and len(t[0].intermediate_values) >= 2)
     worker.send_signal(signal.SIGINT)
     assert worker.wait(timeout=60) == 130
     log = (tmp_path / "first.log").read_text()
     assert "rerun the same command to resume" in log and "Traceback" not in log
     interrupted, queued = load(cfg).trials
     assert interrupted.state == TrialState.FAIL and interrupted.user_attrs["interrupted"] and not counts(interrupted)
-    assert queued.state == TrialState.WAITING and queued.system_attrs["fixed_params"] == interrupted.params
+    assert queued.state == TrialState.WAITING and queued.params == interrupted.params
+    assert queued.user_attrs["resumes"] == interrupted.number  # the fit it continues
+    assert queued.intermediate_values == interrupted.intermediate_values  # judged as if it had not stopped
 
     finish(start_worker(args, tmp_path / "run", tmp_path / "second.log"), tmp_path / "second.log")
     trials = load(cfg).trials
     assert trials[1].state == TrialState.COMPLETE and trials[1].params == interrupted.params
+    assert trials[1].user_attrs["resumed_at_epoch"] >= len(interrupted.intermediate_values) - 1 >= 1
+    assert len(trials[1].user_attrs["val_curve"]) == 16
     assert sum(counts(t) for t in trials) == 2
 
 
