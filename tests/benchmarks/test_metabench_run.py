@@ -120,6 +120,7 @@ def tiny_cfg(tiny: dict[str, Path], work: Path, targets: list[str]):
     return resolve(cfg)
 
 
+@pytest.mark.slow
 def test_oracle_is_cached_and_resumes(tiny, tmp_path):
     first = bench.run_bench(tiny_cfg(tiny, tmp_path, ["t1"]), tmp_path / "run1")
     assert (first.oracle.trained, first.oracle.cached, first.oracle.failed) == (3, 0, {})

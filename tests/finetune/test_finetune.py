@@ -255,6 +255,7 @@ def test_planned_epochs_shrink_slower_than_the_data_grows():
     assert FinetuneSettings(epochs_for_images=None).planned_epochs(10**6) == 30
 
 
+@pytest.mark.slow
 def test_refit_trains_on_train_and_val_for_the_planned_epochs(env, tmp_path):
     _, task, bank = setup(env, overrides(env, tmp_path, 1))
     settings = FinetuneSettings(progress_bar=False)
