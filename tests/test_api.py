@@ -41,6 +41,7 @@ def _cli_error(*args: str) -> str:
     return done.stderr.splitlines()[0].removeprefix("error: ")
 
 
+@pytest.mark.slow  # a command-line subprocess per case
 @pytest.mark.parametrize(("settings", "args"), [
     ({"task": {"root": "/no/such/folder"}, "stage": "rank"}, ["task.root=/no/such/folder", "stage=rank"]),
     ({"finetune": {"n_trials": 0}}, ["finetune.n_trials=0"]),

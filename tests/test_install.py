@@ -21,9 +21,10 @@ REPO = Path(__file__).resolve().parent.parent
 pytestmark = pytest.mark.slow
 
 
-def git_status() -> str:
-    return subprocess.run(["git", "status", "--porcelain", "--ignored"], cwd=REPO, capture_output=True,
-                          text=True, check=True).stdout
+def git_status() -> str | None:
+    """The checkout's status, files ignored by git included (None: not a git checkout, e.g. an export)."""
+    done = subprocess.run(["git", "status", "--porcelain", "--ignored"], cwd=REPO, capture_output=True, text=True)
+    return done.stdout if done.returncode == 0 else None
 
 
 @pytest.fixture(scope="module")

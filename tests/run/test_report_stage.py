@@ -30,6 +30,7 @@ def written(run_dir: Path) -> dict[str, tuple[bytes, int]]:
             and path.relative_to(run_dir).parts[0] not in REPORT_FILES}
 
 
+@pytest.mark.slow
 def test_report_stage_from_an_empty_folder_reads_the_run_and_builds_nothing(small_demo_bank, tmp_path):
     run_dir = tmp_path / "run"
     run_pipeline(quick_overrides(small_demo_bank, tmp_path, "task=shapes", "finetune.top_k=2", "finetune.n_trials=3"),
