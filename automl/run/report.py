@@ -19,8 +19,9 @@ from pathlib import Path
 import numpy as np
 
 from automl._fileio import atomic_write_text
-from automl.finetune.results import FinetuneOutcome
+from automl.finetune.results import FinetuneOutcome, TrialResult
 from automl.images.tasks import SPLITS
+from automl.predictor import shipped_curve_model
 from automl.run.evaluation import find_mistakes, read_test_predictions
 from automl.run.figures import (
     MIN_TRIALS_FOR_IMPORTANCES,
@@ -65,6 +66,7 @@ def write_report(run_dir: Path, record: RunRecord, outcome: FinetuneOutcome | No
     sections = [f"# automl report: {record.task.name}", "", *_best(outcome), *_overview(record),
                 *_data(record), *_ranking(record, measured, run_dir), *_predicted_vs_measured(record, measured, run_dir)]
     if outcome is not None:
+        sections += _what_the_curves_say(record, outcome)
         sections += _search(outcome, run_dir)
         if outcome.best_dir is not None:
             sections += _test_split(record, outcome, run_dir)
@@ -151,6 +153,45 @@ def _predicted_vs_measured(record: RunRecord, measured: Mapping[str, float], run
             f"Mean absolute error {np.mean(errors):.1f} points over {len(errors)} fine-tuned models; {inside} of "
             f"{len(tuned)} measured accuracies inside the predicted interval. Every measured transfer is now in "
             "the history and calibrates the next ranking.", "", "![predicted vs measured](predicted_vs_measured.png)"]
+
+
+def _what_the_curves_say(record: RunRecord, outcome: FinetuneOutcome) -> list[str]:
+    """Every model the search trained, its prediction updated by what its training measured: the probes'
+    prediction, where its best trial's validation curve was headed (a trial stopped early;
+    :mod:`automl.predictor.curves`), and the test accuracy of a complete one."""
+    chance = 100.0 / record.task.num_classes
+    best: dict[str, TrialResult] = {}
+    for trial in outcome.trials:
+        if trial.state in ("COMPLETE", "PRUNED") and trial.val_curve and (
+                trial.model not in best or _preference(trial) > _preference(best[trial.model])):
+            best[trial.model] = trial
+    if not best:
+        return []
+    rows = []
+    for model in record.ranking:
+        trial = best.get(model.name)
+        if trial is None:
+            continue
+        planned = int(trial.hparams.get("epochs") or len(trial.val_curve))
+        headed = ("—" if trial.state == "COMPLETE" else
+                  _interval(shipped_curve_model().estimate(trial.val_curve, planned, chance)))
+        rows.append([model.name, f"{_pct(model.predicted)} [{_pct(model.low)}–{_pct(model.high)}]",
+                     f"{len(trial.val_curve)} of {planned}", headed, _pct(trial.test_accuracy)])
+    return ["", "## What training said about each model", "",
+            "The probes' prediction, then what training measured: a trial stopped early is headed for the test "
+            "accuracy its validation curve says (80% interval; learnt from the meta-benchmark's complete "
+            "curves), a complete one measured its own.", "",
+            markdown_table(["model", "predicted from probes %", "epochs trained", "its curve says %",
+                            "measured test %"], rows)]
+
+
+def _preference(trial: TrialResult) -> tuple[bool, float]:
+    """A complete trial over a stopped one, then the better validation accuracy."""
+    return trial.state == "COMPLETE", trial.val_accuracy or 0.0
+
+
+def _interval(estimate) -> str:
+    return f"{_pct(estimate.mean)} [{_pct(estimate.low)}–{_pct(estimate.high)}]"
 
 
 def _search(outcome: FinetuneOutcome, run_dir: Path) -> list[str]:

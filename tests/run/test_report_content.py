@@ -119,6 +119,14 @@ def test_the_report_holds_the_data_the_test_split_per_class_and_the_misclassifie
     assert "| **total** | 5.5 |" in report
     assert "Test CPU 9000 (7 cores usable), GPU Test GPU; torch 9.9" in report
 
+    # each trained model's prediction updated by its training (issue 36.2): the pruned one by its curve
+    said = report.split("## What training said about each model")[1].split("##")[0]
+    from automl.predictor import shipped_curve_model
+
+    headed = shipped_curve_model().estimate([30.0, 40.0], 3, 100.0 / 3)
+    assert f"| other | 50.0 [40.0–60.0] | 2 of 3 | {headed.mean:.1f} [{headed.low:.1f}–{headed.high:.1f}] | — |" in said
+    assert "| m | 60.0 [50.0–70.0] | 3 of 3 | — | 70.0 |" in said  # the complete trial of best validation (2)
+
 
 def test_the_search_history_draws_a_trial_at_100_percent_whole():
     ax = history_axes([trial(0, "COMPLETE", 100.0), trial(1, "PRUNED", 100.0)])
