@@ -5,12 +5,14 @@ from __future__ import annotations
 
 import csv
 import hashlib
+import os
 import subprocess
 import sys
 from pathlib import Path
 
 import numpy as np
 import pytest
+import torch
 from conftest import write_random_bank
 
 import automl
@@ -71,8 +73,10 @@ def test_fit_gives_what_the_command_line_gives_and_its_model_predicts(tmp_path):
                 f"storage=sqlite:///{work}/automl.db", f"finetune.artifacts_dir={work}/artifacts",
                 "finetune.top_k=2", "finetune.n_trials=2", "debug=quick"]
 
+    # the same machine settings on both sides: the command in a process with this process's torch threads
     cli = subprocess.run([sys.executable, "-m", "automl", *settings(tmp_path / "cli"),
-                          f"hydra.run.dir={tmp_path}/cli/run"], capture_output=True, text=True, timeout=900)
+                          f"hydra.run.dir={tmp_path}/cli/run"], capture_output=True, text=True, timeout=900,
+                         env={**os.environ, "OMP_NUM_THREADS": str(torch.get_num_threads())})
     assert cli.returncode == 0, cli.stderr[-3000:]
     result = automl.fit(*settings(tmp_path / "api"), run_dir=tmp_path / "api" / "run")
     assert _run_files(result.run_dir) == _run_files(tmp_path / "cli" / "run")

@@ -47,8 +47,7 @@ def setup(tmp_path):
 
 def test_a_fit_stopped_in_epoch_k_continues_at_k_exactly(setup, tmp_path):
     entry, task = setup
-    torch.set_num_threads(1)
-    plain = fit_once(entry, task, HPARAMS, SETTINGS)
+    plain = fit_once(entry, task, HPARAMS, SETTINGS)  # SETTINGS: one torch thread inside every fit
     checkpoint = tmp_path / "fit.resume.ckpt"
     with pytest.raises(KeyboardInterrupt):
         fit_once(entry, task, HPARAMS, SETTINGS, checkpoint=checkpoint, callbacks=[StopIn(2)])
