@@ -37,18 +37,20 @@ on ``val_acc`` per epoch) moves the budget to the candidates that measure better
 trial by validation accuracy — retrained on train + val when ``finetune.refit`` (:mod:`.refit`) — is
 exported to ``<run_dir>/best`` and ``finetune.csv`` lists the study's trials.
 
-Scale-out: start ``python -m automl stage=finetune finetune.study=<name> storage=postgresql://...`` on
-several machines with a shared ``finetune.artifacts_dir``.
+Scale-out: ``finetune.devices`` runs one worker process per GPU of this machine (or N CPU workers) on
+the study, and refits once they have ended (:mod:`.workers`); across machines, start
+``python -m automl stage=finetune finetune.study=<name> storage=postgresql://...`` on each, with a shared
+``finetune.artifacts_dir``.
 
 Modules: :mod:`.space` (the search space), :mod:`.budget` (the protocol above), :mod:`.study` (storage,
-name, sampler, pruner, warm start), :mod:`.objective` (one trial), :mod:`.outcome` (results, CSV, export).
+name, sampler, pruner, warm start), :mod:`.workers` (this process or one per device), :mod:`.objective`
+(one trial), :mod:`.outcome` (results, CSV, export).
 """
 
 from __future__ import annotations
 
 import json
 import logging
-import time
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -58,14 +60,13 @@ from optuna.trial import TrialState
 
 from automl._storage import redact_url, storage_slug, storage_url
 from automl.bank import BankEntry
-from automl.finetune.budget import Budget
 from automl.finetune.fit import quiet_libraries, torch_threads
-from automl.finetune.objective import Objective
 from automl.finetune.outcome import best_trial, finished_results, read_outcome, write_outcome
 from automl.finetune.refit import ensure_refit
 from automl.finetune.results import FinetuneOutcome, TrialResult
 from automl.finetune.space import SearchSpace, check_search
 from automl.finetune.study import join_study, open_storage, open_study, warm_start
+from automl.finetune.workers import Worker, run_workers, worker_devices
 from automl.images.tasks import Task
 from automl.settings import FinetuneSettings
 
@@ -117,22 +118,21 @@ def run_finetune(task: Task, candidates: Sequence[BankEntry], settings: Finetune
         log.info("study %s: resuming with %d trial(s) already run or running", study, len(started))
 
     run_dir = Path(run_dir)
-    minutes = settings.time_budget_min
-    budget = Budget(settings.n_trials, None if minutes is None else time.monotonic() + 60 * minutes,
-                    poll_s=min(5.0, settings.heartbeat_interval), grace_period=settings.grace_period)
     artifacts = Path(settings.artifacts_dir).expanduser().resolve() / storage_slug(storage) / study
-    objective = Objective(settings, seed, device, task, candidates, space, study, budget, run_dir, artifacts,
-                          on_trial_finished)
     log.info("study %s in %s: models %s, budget %s trials / %s min", study, redact_url(storage),
-             [entry.name for entry in candidates], settings.n_trials, minutes)
-    with quiet_libraries(), torch_threads(settings.torch_threads):
-        while budget.wait_for_slot(optuna_study):
-            optuna_study.optimize(objective.objective, n_trials=1, catch=(Exception,),
-                                  callbacks=[objective.after_trial], gc_after_trial=True)
-        best = best_trial(finished_results(optuna_study.get_trials(deepcopy=False), study))
-        if settings.refit and best is not None:
-            ensure_refit(optuna_study, best, available[best.model], task, settings, device=device, seed=seed,
-                         artifacts=artifacts)
+             [entry.name for entry in candidates], settings.n_trials, settings.time_budget_min)
+    worker = Worker(task, candidates, space, settings, storage, study, seed, run_dir, artifacts)
+    devices = worker_devices(settings.devices, device)
+    with quiet_libraries():
+        if len(devices) > 1:
+            run_workers(optuna_study, worker, devices, on_trial_finished)
+        else:
+            worker.run(optuna_study, devices[0], settings.torch_threads, on_trial_finished=on_trial_finished)
+        with torch_threads(settings.torch_threads):
+            best = best_trial(finished_results(optuna_study.get_trials(deepcopy=False), study))
+            if settings.refit and best is not None:
+                ensure_refit(optuna_study, best, available[best.model], task, settings, device=device, seed=seed,
+                             artifacts=artifacts)
     return write_outcome(optuna_study, task, candidates, run_dir)
 
 

@@ -130,6 +130,9 @@ class FinetuneSettings:
     max_retry: int = field(default=2, metadata=rule(integer=True, ge=0))  # retries of a trial whose worker died
     # A trial out of memory runs again with half the batch size, down to this floor (then it fails).
     min_batch_size: int = field(default=8, metadata=rule(integer=True, ge=1))
+    # Worker processes sharing the study, one per device: N, a list of GPU indices, or auto (every visible
+    # GPU); N CPU workers when device=cpu. The refit and export run once, after them.
+    devices: Any = 1
 
     def planned_epochs(self, num_train: int) -> int:
         """Epochs a trial plans on ``num_train`` training images: ``default_hparams.epochs`` up to
@@ -148,6 +151,7 @@ class FinetuneSettings:
             check_value(self.num_workers, "finetune.num_workers", integer=True, ge=0)
         if self.channels_last != "auto" and not isinstance(self.channels_last, bool):
             raise SettingsError(f"finetune.channels_last={self.channels_last!r} must be auto, true or false")
+        check_devices(self.devices)
         if self.limit_train_batches is not None:
             check_value(self.limit_train_batches, "finetune.limit_train_batches", gt=0)
         needed = LOGGER_PACKAGES.get(self.logger, ())
@@ -160,3 +164,17 @@ class FinetuneSettings:
         if self.default_hparams.epochs > self.max_epochs:
             raise SettingsError(f"finetune.default_hparams.epochs={self.default_hparams.epochs} exceeds "
                                 f"finetune.max_epochs={self.max_epochs}")
+
+
+def check_devices(devices: Any) -> None:
+    """``finetune.devices`` is ``auto``, a count >= 1 or a non-empty list of distinct GPU indices (ints >= 0)."""
+    def index(value: Any) -> bool:
+        return isinstance(value, int) and not isinstance(value, bool) and value >= 0
+
+    if isinstance(devices, list | tuple):
+        valid = bool(devices) and len(set(devices)) == len(devices) and all(map(index, devices))
+    else:
+        valid = devices == "auto" or (index(devices) and devices >= 1)
+    if not valid:
+        raise SettingsError(f"finetune.devices={devices!r} must be a count >= 1, a list of distinct GPU indices "
+                            "(integers >= 0) or auto")
