@@ -64,7 +64,8 @@ class ExportedModel:
 
 
 def save_weights(state: Mapping[str, torch.Tensor], path: str | os.PathLike) -> Path:
-    """Write a state dict as safetensors, atomically (a crash leaves the old file or none)."""
+    """Write a state dict as safetensors, atomically (a crash leaves the old file or none), from CPU copies in
+    the standard layout whatever device and layout trained it: the file loads on a machine without a GPU."""
     path = Path(path)
     with atomic_path(path) as tmp:
         safetensors.torch.save_file({k: v.detach().cpu().contiguous() for k, v in state.items()}, str(tmp))

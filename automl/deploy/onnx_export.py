@@ -57,7 +57,7 @@ def export_onnx(model_dir: str | Path, opset: int = 18) -> Path:
         raise AutomlError(f"{model_dir}: crop_mode={config['data_config']['crop_mode']!r}; the ONNX predictor "
                           f"supports {onnx_predict.CROP_MODES}")
     model = timm.create_model(config["arch"], num_classes=config["num_classes"], exportable=True, **config["kwargs"])
-    model.load_state_dict(safetensors.torch.load_file(str(model_dir / WEIGHTS_FILE)))
+    model.load_state_dict(safetensors.torch.load_file(str(model_dir / WEIGHTS_FILE), device="cpu"))
     model.eval()
     out = model_dir / "onnx"
     out.mkdir(exist_ok=True)
