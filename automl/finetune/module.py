@@ -145,7 +145,7 @@ class FinetuneModule(pl.LightningModule):
 
     def __init__(self, model: nn.Module, num_classes: int, hparams: Hparams, channels_last: bool | str = False):
         super().__init__()
-        self.channels_last = convolves_past_stem(model) if channels_last == "auto" else bool(channels_last)
+        self.channels_last = uses_channels_last(model, channels_last)
         self.memory_format = torch.channels_last if self.channels_last else torch.contiguous_format
         self.model = model.to(memory_format=self.memory_format)
         self.hp = hparams  # not `hparams`: Lightning reserves that name
@@ -275,6 +275,12 @@ def convolves_past_stem(model: nn.Module) -> bool:
     A share of convolution FLOPs would misjudge ConvNeXt, whose MLPs are Linear layers over NHWC maps."""
     owners = {name.split(".")[0] for name, module in model.named_modules() if isinstance(module, nn.Conv2d)}
     return len(owners) > 1
+
+
+def uses_channels_last(model: nn.Module, setting: bool | str) -> bool:
+    """Whether ``model`` trains in NHWC under ``finetune.channels_last`` = ``setting`` (``auto``:
+    :func:`convolves_past_stem`)."""
+    return convolves_past_stem(model) if setting == "auto" else bool(setting)
 
 
 def cpu_state(model: nn.Module) -> dict[str, torch.Tensor]:

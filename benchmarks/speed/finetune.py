@@ -37,7 +37,7 @@ from torch import nn
 from automl.finetune.augment import BatchAugment
 from automl.finetune.data import TaskDataModule
 from automl.finetune.fit import quiet_libraries
-from automl.finetune.module import FinetuneModule, build_optimizer, make_trainer
+from automl.finetune.module import FinetuneModule, build_optimizer, make_trainer, uses_channels_last
 from automl.images.decode import load_image
 from automl.images.pixels import training_config
 from automl.images.tasks import load_task
@@ -58,7 +58,7 @@ class Settings:
     threads: int | None = None  # torch intra-op threads (null: torch's default)
     device: str = "cpu"
     progress_bar: bool = True
-    channels_last: bool | None = None  # null: finetune.channels_last's default
+    channels_last: bool | None = None  # null: what finetune.channels_last's default chooses for the arch
 
 
 class EpochTimer(pl.Callback):
@@ -170,7 +170,7 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as cache:
         run = resolve(compose([f"task={settings.task}", f"cache_dir={cache}"]))
         if settings.channels_last is None:
-            settings.channels_last = run.finetune.channels_last
+            settings.channels_last = uses_channels_last(timm.create_model(settings.arch), run.finetune.channels_last)
         task = load_task(run.task, cache)
         hparams = dataclasses.replace(run.finetune.default_hparams, epochs=settings.epochs,
                                       batch_size=settings.batch_size, label_smoothing=0.0)

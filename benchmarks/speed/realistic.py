@@ -185,8 +185,8 @@ def training(entry, task, settings: Settings, finetune: FinetuneSettings) -> tup
     with quiet_libraries():
         trainer = make_trainer(hparams.epochs, "cpu", callbacks=[timer], progress_bar=False,
                                limit_train_batches=settings.train_batches, validate=False)
-        trainer.fit(FinetuneModule(model, task.num_classes, hparams, channels_last=finetune.channels_last),
-                    datamodule=datamodule)
+        module = FinetuneModule(model, task.num_classes, hparams, channels_last=finetune.channels_last)
+        trainer.fit(module, datamodule=datamodule)
     pixels = torch.from_numpy(np.asarray(datamodule.pixels("train")[: settings.train_batches * hparams.batch_size]))
     labels = torch.as_tensor(task.splits["train"].labels[: len(pixels)])
     augment = BatchAugment(finetune.augment, config)  # as TaskDataModule builds it
@@ -197,7 +197,7 @@ def training(entry, task, settings: Settings, finetune: FinetuneSettings) -> tup
 
     pl.seed_everything(0, verbose=False)
     raw = plain_loop(create_model(entry, num_classes=task.num_classes), batches, hparams, settings.train_batches,
-                     "cpu", finetune.channels_last)
+                     "cpu", module.channels_last)  # the layout the trial chose
     return statistics.median(timer.rates[1:]), statistics.median(raw)
 
 
