@@ -354,7 +354,7 @@ def make_trainer(epochs: int, device: str, *, precision: str = "auto", callbacks
     """A single-device Trainer for one trial: the given logger only, no checkpoints of its own (the module
     keeps the best weights), no sanity validation, no validation at all without ``validate``, and with
     ``progress_bar`` one :class:`FitProgress` line called ``label``; ``device`` is ``cpu``, ``cuda[:i]`` or
-    ``mps``."""
+    ``mps`` (on a GPU, cuDNN picks its fastest kernels for the batch shape, as timm's train.py has it)."""
     accelerator, _, index = device.partition(":")
     accelerator = {"cuda": "gpu"}.get(accelerator, accelerator)
     with warnings.catch_warnings():
@@ -364,6 +364,7 @@ def make_trainer(epochs: int, device: str, *, precision: str = "auto", callbacks
             accelerator=accelerator,
             devices=[int(index)] if index else 1,
             precision=precision_for(device, precision),
+            benchmark=True if accelerator == "gpu" else None,
             callbacks=[*callbacks, *([FitProgress(label)] if progress_bar else [])],
             logger=logger or False,
             enable_checkpointing=False,
