@@ -5,6 +5,8 @@ one."""
 
 from __future__ import annotations
 
+import random
+
 import lightning.pytorch as pl
 import numpy as np
 import pytest
@@ -82,13 +84,18 @@ def test_precision_auto_is_fp32_on_the_cpu():
 
 
 # --------------------------------------------------------------------------------------- augmentation
-def test_augmentation_is_float32_outside_autograd_and_autocast(monkeypatch):
+def test_augmentation_is_float32_outside_autograd_and_autocast():
     pixels = torch.randint(0, 256, (6, 3, 32, 32), dtype=torch.uint8)
     augment = BatchAugment(AugmentSettings(hflip=0.5, color_jitter=0.3, re_prob=0.5), CONFIG)
+    random.seed(0), torch.manual_seed(0)  # random erasing draws from Python's generator
+    plain = augment(pixels)
+    random.seed(0), torch.manual_seed(0)
     with torch.enable_grad(), torch.autocast("cpu", dtype=torch.bfloat16):
         images = augment(pixels)
         assert torch.is_autocast_enabled("cpu")  # the caller's context is left as it was
     assert images.dtype == torch.float32 and images.shape == pixels.shape and not images.requires_grad
+    # the same pixels: under autocast, affine_grid would give bfloat16 crop coordinates (~1/128 of the side)
+    torch.testing.assert_close(images, plain, rtol=0, atol=0)
     still = BatchAugment(AugmentSettings(scale=[1.0, 1.0], ratio=[1.0, 1.0]), CONFIG)
     assert not still.resamples
     torch.testing.assert_close(still(pixels), normalize(pixels, CONFIG), rtol=0, atol=0)
