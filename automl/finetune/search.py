@@ -73,6 +73,7 @@ from automl.settings import FinetuneSettings
 log = logging.getLogger(__name__)
 
 
+@quiet_libraries()  # from the start: a warm start's enqueueing is chatty too
 def run_finetune(task: Task, candidates: Sequence[BankEntry], settings: FinetuneSettings,
                  search_space: Mapping[str, Any], *, storage: str, device: str, seed: int, run_dir: str | Path,
                  study: str, available: Mapping[str, BankEntry] | None = None,
@@ -119,21 +120,27 @@ def run_finetune(task: Task, candidates: Sequence[BankEntry], settings: Finetune
 
     run_dir = Path(run_dir)
     artifacts = Path(settings.artifacts_dir).expanduser().resolve() / storage_slug(storage) / study
-    log.info("study %s in %s: models %s, budget %s trials / %s min", study, redact_url(storage),
-             [entry.name for entry in candidates], settings.n_trials, settings.time_budget_min)
+    log.info("study %s in %s: models %s, budget %s", study, redact_url(storage),
+             [entry.name for entry in candidates], budget_text(settings.n_trials, settings.time_budget_min))
     worker = Worker(task, candidates, space, settings, storage, study, seed, run_dir, artifacts)
     devices = worker_devices(settings.devices, device)
-    with quiet_libraries():
-        if len(devices) > 1:
-            run_workers(optuna_study, worker, devices, on_trial_finished)
-        else:
-            worker.run(optuna_study, devices[0], settings.torch_threads, on_trial_finished=on_trial_finished)
-        with torch_threads(settings.torch_threads):
-            best = best_trial(finished_results(optuna_study.get_trials(deepcopy=False), study))
-            if settings.refit and best is not None:
-                ensure_refit(optuna_study, best, available[best.model], task, settings, device=device, seed=seed,
-                             artifacts=artifacts)
+    if len(devices) > 1:
+        run_workers(optuna_study, worker, devices, on_trial_finished)
+    else:
+        worker.run(optuna_study, devices[0], settings.torch_threads, on_trial_finished=on_trial_finished)
+    with torch_threads(settings.torch_threads):
+        best = best_trial(finished_results(optuna_study.get_trials(deepcopy=False), study))
+        if settings.refit and best is not None:
+            ensure_refit(optuna_study, best, available[best.model], task, settings, device=device, seed=seed,
+                         artifacts=artifacts)
     return write_outcome(optuna_study, task, candidates, run_dir)
+
+
+def budget_text(n_trials: int | None, minutes: float | None) -> str:
+    """``4 trials``, ``30 min`` or ``4 trials or 30 min``: what stops the search first."""
+    parts = [f"{n_trials} trial{'s' if n_trials != 1 else ''}" if n_trials is not None else "",
+             f"{minutes:g} min" if minutes is not None else ""]
+    return " or ".join(part for part in parts if part)
 
 
 def load_outcome(storage: str, study: str, run_dir: str | Path) -> FinetuneOutcome | None:

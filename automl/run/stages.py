@@ -224,8 +224,8 @@ def study_name(task, bank, settings: AutomlSettings) -> str:
 
 # how fine-tuning runs, not what it measures: workers with other values still share the study
 OPERATIONAL = {"n_trials", "time_budget_min", "study", "artifacts_dir", "precision", "channels_last", "num_workers",
-               "torch_threads", "progress_bar", "heartbeat_interval", "grace_period", "max_retry",
-               "min_batch_size", "devices"}
+               "torch_threads", "pixel_cache_gb", "progress_bar", "heartbeat_interval", "grace_period", "max_retry",
+               "min_batch_size", "devices", "logger", "mlflow_uri"}
 
 
 def _calibrate(settings: AutomlSettings, history: History, console: Console) -> str | None:
