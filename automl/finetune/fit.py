@@ -100,7 +100,7 @@ def fit_once(entry: BankEntry, task: Task, hparams: Hparams, settings: FinetuneS
     datamodule = TaskDataModule(task, data_config, hparams.batch_size, num_workers=settings.num_workers,
                                 augment=settings.augment,
                                 drop_last=hparams.mixing,  # mixing pairs up a batch: a last batch of 1 cannot be mixed
-                                pin_memory=device.startswith("cuda"))
+                                pin_memory=device.startswith("cuda"), pixel_cache_gb=settings.pixel_cache_gb)
     module = FinetuneModule(model, task.num_classes, hparams, channels_last=settings.channels_last)
     resume = checkpoint if checkpoint is not None and checkpoint.is_file() else None
     if checkpoint is not None:
@@ -147,9 +147,7 @@ def predict_split(model: torch.nn.Module, datamodule: TaskDataModule, split: str
     """The class ``model`` gives each image of ``split`` (``val`` or ``test``) of ``datamodule``'s task ([N] int,
     ``splits[split]`` order), through :func:`~automl.deploy.exported.predict_proba` in ``EVAL_BATCH_SIZE``
     batches of the eval crop."""
-    pixels = datamodule.pixels(split)
-    batches = (torch.from_numpy(np.array(pixels[i : i + EVAL_BATCH_SIZE]))  # a copy: the cache is read-only
-               for i in range(0, len(pixels), EVAL_BATCH_SIZE))
+    batches = datamodule.eval_batches(split, EVAL_BATCH_SIZE)
     return predict_proba(model, batches, datamodule.data_config, device=device).argmax(axis=1)
 
 

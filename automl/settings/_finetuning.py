@@ -117,7 +117,17 @@ class FinetuneSettings:
     precision: str = field(default="auto", metadata=rule(choices=PRECISIONS))
     # NHWC weights and batches: auto = for convnets (faster steps), not for transformers (slower); or true/false
     channels_last: Any = "auto"
-    num_workers: Any = "auto"  # data loader processes: auto = 0 (batches index decoded pixels), or an int >= 0
+    # data loader processes, or an int >= 0: auto = 0 for a cached split (batches index decoded pixels), one per
+    # core but one (at most 8) for a split decoded on the fly
+    num_workers: Any = "auto"
+    # Decoded pixels cached on disk (cache_dir/pixels/, ~150 KB an image at 224 px; every file there counts): a
+    # split that would take the folder over this many GB, or fill half the free disk, is decoded on the fly by
+    # the loader's workers instead, into the same pixels (2.5-3.5x slower with one worker on 2 CPU cores:
+    # docs/results/pixel-paths.md). null: no limit; 0: never cache. Nothing is evicted (delete the folder).
+    # Why 20 GB: ~130k images at 224 px, a 40k-image task at three input pipelines, about what such a task's
+    # photographs take themselves; a fixed figure, not a share of the free disk (which the cache itself uses
+    # up), sends a split the same way on every machine.
+    pixel_cache_gb: float | None = field(default=20.0, metadata=rule(ge=0, optional=True))
     torch_threads: int | None = field(default=None, metadata=rule(integer=True, ge=1, optional=True))
     limit_train_batches: Any = None  # cap batches per epoch: an int, a fraction in (0, 1], or null
     progress_bar: bool = True  # Lightning's bar for every fit
